@@ -1,0 +1,1 @@
+"""The Dagster code location: thin assets over `lab_pipelines`."""

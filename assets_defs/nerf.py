@@ -1,0 +1,1 @@
+"""nerf assets (being written)."""

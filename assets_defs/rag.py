@@ -1,0 +1,1 @@
+"""RAG ingestion assets (being written)."""

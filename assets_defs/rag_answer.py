@@ -1,0 +1,1 @@
+"""RAG answering assets (being written)."""

@@ -1,0 +1,1 @@
+"""recsys assets (being written)."""

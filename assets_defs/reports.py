@@ -1,0 +1,1 @@
+"""reports assets (being written)."""
