@@ -1,0 +1,222 @@
+"""One training loop for both models: wall-clock budget, atomic checkpoints, resume.
+
+The budget counts training seconds across restarts: a run cut short resumes from its last
+checkpoint and spends only what is left. A checkpoint that finished its budget is not
+resumed; the next run with the same name starts afresh.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from lab_pipelines.devices import autocast_dtype, configure_torch_for
+from lab_pipelines.nerf.fields import DeformableField, DNeRF, DNeRFConfig, FastConfig, FastDNeRF
+from lab_pipelines.nerf.metrics import psnr
+from lab_pipelines.nerf.render import render_rays
+from lab_pipelines.nerf.sampling import PixelSampler, carve_occupancy, pixel_importance
+from lab_pipelines.nerf.scenes import SceneSplit, camera_rays, load_split
+from lab_pipelines.paths import atomic_write_bytes
+
+METHODS = ("fast", "dnerf")
+
+
+@dataclass
+class TrainConfig:
+    method: str = "fast"
+    budget_seconds: float = 150.0
+    downscale: int = 2
+    scene_radius: float = 1.5  # the bounding sphere every ray is clipped to
+    profile: str = "embedded"  # 'gpu' takes the paper's sizes
+    batch_rays: int = 0  # 0: the method's default
+    focus: float = 0.5  # share of each batch drawn from the importance distribution
+    max_steps: int = 0  # 0: only the budget stops training
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every_seconds: float = 30.0  # 0: at every log line
+    carve_dilate: int = 2  # pixels the silhouettes grow by before carving the occupancy grid
+
+
+def model_config(method: str, profile: str) -> DNeRFConfig | FastConfig:
+    """The paper's sizes on the gpu profile; on embedded (2 CPU cores) narrower MLPs and fewer
+    samples, which is what fits minutes of CPU."""
+    if method == "dnerf":
+        if profile == "gpu":
+            return DNeRFConfig()
+        return DNeRFConfig(time_freqs=6, width=128, depth=6, skip=3, deform_width=128, deform_depth=4,
+                           n_coarse=32, n_fine=32)
+    if method == "fast":
+        if profile == "gpu":
+            return FastConfig(channels=32, spatial_res=(64, 128), time_res=50, deform_spatial_res=64,
+                              n_samples=256, occupancy_res=64)
+        return FastConfig()
+    raise ValueError(f"Unknown method {method!r}: choose one of {METHODS}.")
+
+
+def build_model(method: str, cfg: DNeRFConfig | FastConfig, scene_radius: float) -> DeformableField:
+    return DNeRF(cfg) if method == "dnerf" else FastDNeRF(cfg, scene_radius)
+
+
+def _default_batch(method: str, profile: str) -> int:
+    if profile == "gpu":
+        return 8192 if method == "fast" else 1024
+    return 4096 if method == "fast" else 512
+
+
+def _optimizer(model: DeformableField, method: str) -> tuple[torch.optim.Optimizer, list[float]]:
+    if isinstance(model, FastDNeRF):
+        groups = [{"params": model.grid_parameters(), "lr": 2e-2}, {"params": model.mlp_parameters(), "lr": 5e-3}]
+    else:
+        groups = [{"params": list(model.parameters()), "lr": 5e-4}]
+    optim = torch.optim.Adam(groups, eps=1e-15 if method == "fast" else 1e-8)
+    return optim, [g["lr"] for g in groups]
+
+
+@dataclass
+class RayBank:
+    """Every training ray, flat, on the host (pinned when a card will read it)."""
+
+    origins: torch.Tensor
+    dirs: torch.Tensor
+    times: torch.Tensor
+    colours: torch.Tensor
+
+    @classmethod
+    def from_split(cls, split: SceneSplit, pin: bool) -> "RayBank":
+        rays = [camera_rays(c2w, split.height, split.width, split.focal) for c2w in split.c2w]
+        n_pix = split.height * split.width
+        bank = cls(
+            origins=torch.stack([o for o, _ in rays]).reshape(-1, 3),
+            dirs=torch.stack([d for _, d in rays]).reshape(-1, 3),
+            times=split.times.repeat_interleave(n_pix),
+            colours=split.images.reshape(-1, 3),
+        )
+        if pin:
+            bank = cls(*(t.pin_memory() for t in (bank.origins, bank.dirs, bank.times, bank.colours)))
+        return bank
+
+    def batch(self, index: torch.Tensor, device: str) -> tuple[torch.Tensor, ...]:
+        return tuple(t[index].to(device, non_blocking=True) for t in (self.origins, self.dirs, self.times, self.colours))
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    method: str
+    steps: int
+    start_step: int  # > 0 when this call resumed an interrupted run
+    train_seconds: float
+    rays_per_second: float
+    resolution: tuple[int, int]
+    history: list[dict] = field(default_factory=list)
+
+
+def checkpoint_path(out_dir: Path, scene_dir: Path, method: str, downscale: int) -> Path:
+    return Path(out_dir) / f"{Path(scene_dir).name}-{method}-x{downscale}.pt"
+
+
+def _save(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path, canonical_device: str = "cpu",
+                    deformation_device: str | None = None) -> tuple[DeformableField, dict]:
+    """The trained field, placed on its devices, and the checkpoint's bookkeeping."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    cfg_cls = DNeRFConfig if state["method"] == "dnerf" else FastConfig
+    cfg = cfg_cls(**state["model_config"])
+    model = build_model(state["method"], cfg, state["train_config"]["scene_radius"])
+    model.load_state_dict(state["model"])
+    model.place(canonical_device, deformation_device or canonical_device)
+    return model.eval(), state
+
+
+def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonical_device: str = "cpu",
+          deformation_device: str | None = None, on_log: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train `cfg.method` on the scene's train split until the budget (or max_steps) is spent."""
+    deformation_device = deformation_device or canonical_device
+    for device in {canonical_device, deformation_device}:
+        configure_torch_for(device)
+    torch.manual_seed(cfg.seed)
+    split = load_split(scene_dir, "train", cfg.downscale)
+    bank = RayBank.from_split(split, pin=canonical_device.startswith("cuda"))
+    sampler = PixelSampler(pixel_importance(split.images), cfg.focus)
+    mcfg = model_config(cfg.method, cfg.profile)
+    if isinstance(mcfg, FastConfig):
+        mcfg = replace(mcfg, occupancy_frames=len(split.times))
+    model = build_model(cfg.method, mcfg, cfg.scene_radius)
+    if isinstance(model, FastDNeRF):
+        model.occupancy.copy_(carve_occupancy(split.c2w, split.alphas, split.focal, cfg.scene_radius,
+                                              mcfg.occupancy_res, cfg.carve_dilate))
+        model.occupancy_times.copy_(split.times)
+    model.place(canonical_device, deformation_device)
+    optim, base_lrs = _optimizer(model, cfg.method)
+    batch = cfg.batch_rays or _default_batch(cfg.method, cfg.profile)
+    amp = autocast_dtype(canonical_device)
+
+    path = checkpoint_path(Path(out_dir), Path(scene_dir), cfg.method, cfg.downscale)
+    step, elapsed, history = 0, 0.0, []
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not state["finished"] and state["model_config"] == asdict(mcfg):
+            model.load_state_dict(state["model"])
+            model.place(canonical_device, deformation_device)
+            optim.load_state_dict(state["optimizer"])
+            step, elapsed, history = state["step"], state["elapsed"], state["history"]
+    start_step = step
+
+    def save(finished: bool) -> None:
+        _save(path, {
+            "method": cfg.method, "model_config": asdict(mcfg), "train_config": asdict(cfg),
+            "scene_dir": str(scene_dir), "resolution": (split.height, split.width), "focal": split.focal,
+            "model": model.state_dict(), "optimizer": optim.state_dict(),
+            "step": step, "elapsed": elapsed, "history": history, "finished": finished,
+        })
+
+    model.train()
+    window_rays, window_start, last_save = 0, time.perf_counter(), time.perf_counter()
+    rays_per_second = 0.0
+    while elapsed < cfg.budget_seconds and not (cfg.max_steps and step >= cfg.max_steps):
+        tick = time.perf_counter()
+        # Exponential decay to a tenth over the budget: the schedule follows the clock.
+        progress = min(elapsed / cfg.budget_seconds, 1.0)
+        for group, lr in zip(optim.param_groups, base_lrs):
+            group["lr"] = lr * 0.1**progress
+        origins, dirs, times, target = bank.batch(sampler.sample(batch), canonical_device)
+        with torch.autocast(canonical_device.split(":")[0], dtype=amp, enabled=amp is not None):
+            out = render_rays(model, origins, dirs, times, True, cfg.scene_radius)
+        loss = torch.mean((out.rgb - target) ** 2)
+        if out.coarse_rgb is not None:
+            loss = loss + torch.mean((out.coarse_rgb - target) ** 2)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        step += 1
+        window_rays += batch
+        elapsed += time.perf_counter() - tick
+        if step % cfg.log_every == 0:
+            now = time.perf_counter()
+            rays_per_second = window_rays / max(now - window_start, 1e-9)
+            record = {"step": step, "elapsed": round(elapsed, 2), "loss": float(loss.detach()),
+                      "psnr": float(psnr(out.rgb.detach(), target)), "rays_per_s": round(rays_per_second, 1),
+                      "samples_per_ray": out.n_evaluated / batch}
+            history.append(record)
+            window_rays, window_start = 0, now
+            if now - last_save >= cfg.checkpoint_every_seconds:
+                save(finished=False)
+                last_save = time.perf_counter()
+            if on_log:
+                on_log(record)
+    save(finished=True)
+    if not rays_per_second and elapsed > 0:
+        rays_per_second = (step - start_step) * batch / elapsed
+    return TrainResult(path, cfg.method, step, start_step, elapsed, rays_per_second,
+                       (split.height, split.width), history)

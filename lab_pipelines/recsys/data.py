@@ -1,0 +1,190 @@
+"""MovieLens ratings: loaders for the GroupLens and recbole formats, splits, Parquet storage.
+
+Every loader returns one frame with columns `user_id` (str), `item_id` (str), `rating`
+(float64), `timestamp` (int64). A split indexes users and items over all of its ratings, so a
+user or item seen only in test still has an index (its embedding simply never gets a message).
+
+MovieLens is GroupLens data (https://grouplens.org/datasets/movielens/); its terms forbid
+redistribution, so the default copy is the one inside the `recbole` wheel, read in place.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from lab_pipelines.paths import atomic_write_bytes
+
+
+class RatingsFormatError(ValueError):
+    """A ratings file that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class _Format:
+    separator: str
+    header: bool
+
+
+# Keyed by how the file name ends; `u1.base`, `u1.test`, `ua.base`... share u.data's format.
+_FORMATS = {
+    ".inter": _Format("\t", header=True),  # recbole atomic file
+    "u.data": _Format("\t", header=False),
+    ".base": _Format("\t", header=False),
+    ".test": _Format("\t", header=False),
+    "ratings.dat": _Format("::", header=False),
+    ".csv": _Format(",", header=True),  # ml-latest / ml-25m: userId,movieId,rating,timestamp
+}
+
+
+def default_ratings_path() -> Path:
+    """ML-100K as shipped in the `recbole` wheel."""
+    root = importlib.resources.files("recbole") / "dataset_example" / "ml-100k" / "ml-100k.inter"
+    return Path(str(root))
+
+
+def _format_for(path: Path) -> _Format:
+    for suffix, fmt in _FORMATS.items():
+        if path.name == suffix or path.name.endswith(suffix):
+            return fmt
+    raise RatingsFormatError(
+        f"{path}: unknown ratings format; expected u.data, u1.base/u1.test, ratings.dat, "
+        "ratings.csv or a recbole .inter file")
+
+
+def load_ratings(path: str | Path) -> pl.DataFrame:
+    """Read a ratings file, failing on the first bad row with its 1-based line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Ratings file not found: {path}")
+    fmt = _format_for(path)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    first = 1 if fmt.header else 0
+    frame = pl.DataFrame({"line": pl.Series(lines[first:], dtype=pl.Utf8)}).with_row_index(
+        "lineno", offset=first + 1)
+    frame = frame.filter(pl.col("line").str.strip_chars() != "")
+    if frame.is_empty():
+        raise RatingsFormatError(f"{path}: no ratings")
+    fields = frame.with_columns(pl.col("line").str.split(fmt.separator).alias("f"))
+    fields = fields.with_columns(pl.col("f").list.len().alias("n"))
+    _fail_on(path, fields.filter(pl.col("n") < 4), "expected 4 fields (user, item, rating, "
+             f"timestamp) separated by {fmt.separator!r}")
+    parsed = fields.select(
+        "lineno",
+        pl.col("f").list.get(0).str.strip_chars().alias("user_id"),
+        pl.col("f").list.get(1).str.strip_chars().alias("item_id"),
+        pl.col("f").list.get(2).str.strip_chars().cast(pl.Float64, strict=False).alias("rating"),
+        pl.col("f").list.get(3).str.strip_chars().cast(pl.Float64, strict=False)
+        .alias("timestamp"),
+    )
+    _fail_on(path, parsed.filter((pl.col("user_id") == "") | (pl.col("item_id") == "")),
+             "empty user or item id")
+    _fail_on(path, parsed.filter(pl.col("rating").is_null() | ~pl.col("rating").is_finite()),
+             "rating is not a number")
+    _fail_on(path, parsed.filter((pl.col("rating") < 0) | (pl.col("rating") > 10)),
+             "rating outside 0..10")
+    _fail_on(path, parsed.filter(pl.col("timestamp").is_null()), "timestamp is not a number")
+    return parsed.select("user_id", "item_id", "rating", pl.col("timestamp").cast(pl.Int64))
+
+
+def _fail_on(path: Path, bad: pl.DataFrame, why: str) -> None:
+    if bad.is_empty():
+        return
+    lineno = bad.get_column("lineno")[0]
+    more = f" ({bad.height - 1} more bad rows)" if bad.height > 1 else ""
+    raise RatingsFormatError(f"{path}:{lineno}: {why}{more}")
+
+
+@dataclass
+class RatingSplit:
+    """Indexed train/val/test ratings: frames with `user` and `item` (int32 indices) and
+    `rating` (float32). Validation is carved from train and is the only set used to select."""
+
+    train: pl.DataFrame
+    val: pl.DataFrame
+    test: pl.DataFrame
+    n_users: int
+    n_items: int
+    dataset: str
+    split: str
+
+    def arrays(self, part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        frame = getattr(self, part)
+        return (frame.get_column("user").to_numpy(), frame.get_column("item").to_numpy(),
+                frame.get_column("rating").to_numpy())
+
+    @property
+    def rating_levels(self) -> np.ndarray:
+        """The distinct ratings seen in training (1..5 for ML-100K, half stars for ml-latest)."""
+        return np.unique(self.train.get_column("rating").to_numpy())
+
+    def save(self, folder: Path) -> None:
+        for part in ("train", "val", "test"):
+            buffer = _parquet_bytes(getattr(self, part))
+            atomic_write_bytes(folder / f"{part}.parquet", buffer)
+        meta = {"n_users": self.n_users, "n_items": self.n_items, "dataset": self.dataset,
+                "split": self.split}
+        atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=1).encode())
+
+    @classmethod
+    def load(cls, folder: Path) -> "RatingSplit":
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"No rating split at {folder}: materialize movielens_ratings")
+        meta = json.loads(meta_path.read_text())
+        parts = {p: pl.read_parquet(folder / f"{p}.parquet") for p in ("train", "val", "test")}
+        return cls(**parts, **meta)
+
+
+def _parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def _shuffle_mask(n: int, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask selecting round(fraction * n) rows at random."""
+    chosen = np.random.default_rng(seed).permutation(n)[: int(round(fraction * n))]
+    mask = np.zeros(n, dtype=bool)
+    mask[chosen] = True
+    return mask
+
+
+def _index(train: pl.DataFrame, test: pl.DataFrame, val_fraction: float, seed: int,
+           dataset: str, split: str) -> RatingSplit:
+    everything = pl.concat([train, test])
+    users = everything.get_column("user_id").unique().sort()
+    items = everything.get_column("item_id").unique().sort()
+    user_ix = pl.DataFrame({"user_id": users, "user": np.arange(len(users), dtype=np.int32)})
+    item_ix = pl.DataFrame({"item_id": items, "item": np.arange(len(items), dtype=np.int32)})
+
+    def indexed(frame: pl.DataFrame) -> pl.DataFrame:
+        return (frame.join(user_ix, on="user_id", how="left", maintain_order="left")
+                .join(item_ix, on="item_id", how="left", maintain_order="left")
+                .select("user", "item", pl.col("rating").cast(pl.Float32)))
+
+    train_ix = indexed(train)
+    val_mask = _shuffle_mask(train_ix.height, val_fraction, seed + 1)
+    return RatingSplit(train=train_ix.filter(~val_mask), val=train_ix.filter(val_mask),
+                       test=indexed(test), n_users=len(users), n_items=len(items),
+                       dataset=dataset, split=split)
+
+
+def random_split(ratings: pl.DataFrame, dataset: str, test_fraction: float = 0.2,
+                 val_fraction: float = 0.05, seed: int = 0) -> RatingSplit:
+    """Seeded random train/test split over ratings, then validation carved from train."""
+    test_mask = _shuffle_mask(ratings.height, test_fraction, seed)
+    return _index(ratings.filter(~test_mask), ratings.filter(test_mask), val_fraction, seed,
+                  dataset, f"random{int(round(100 * (1 - test_fraction)))}_seed{seed}")
+
+
+def fixed_split(train: pl.DataFrame, test: pl.DataFrame, dataset: str, split: str,
+                val_fraction: float = 0.05, seed: int = 0) -> RatingSplit:
+    """A given train/test pair (GroupLens u1.base/u1.test), validation carved from train."""
+    return _index(train, test, val_fraction, seed, dataset, split)

@@ -1,0 +1,83 @@
+"""All recsys metrics in one place: rating error, top-k ranking quality, catalog coverage.
+
+Ranking protocol: for every user, score all items they have not rated in train or validation,
+take the top k; an item is relevant when the user rated it >= 4 in test. Recall@k is
+hits / |relevant| averaged over users with at least one relevant item; NDCG@k uses binary
+gains; catalog coverage is the share of the catalog that appears in any user's top k.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from lab_pipelines.recsys.data import RatingSplit
+
+
+class RatingModel(Protocol):
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Predicted ratings for (user, item) pairs."""
+
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        """Predicted ratings of every item for each user: shape (len(users), n_items)."""
+
+
+def rmse(pred: np.ndarray, target: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - target) ** 2)))
+
+
+def mae(pred: np.ndarray, target: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(pred, np.float64) - target)))
+
+
+def _dense_rows(users: np.ndarray, items: np.ndarray, rows: np.ndarray, n_items: int
+                ) -> torch.Tensor:
+    """A (len(rows), n_items) boolean mask with True at each (user, item) whose user is in rows."""
+    position = np.full(max(int(users.max(initial=0)), int(rows.max(initial=0))) + 1, -1)
+    position[rows] = np.arange(len(rows))
+    keep = position[users] >= 0
+    mask = torch.zeros(len(rows), n_items, dtype=torch.bool)
+    mask[torch.from_numpy(position[users[keep]]), torch.from_numpy(items[keep].astype(np.int64))
+         ] = True
+    return mask
+
+
+def ranking_metrics(model: RatingModel, seen: tuple[np.ndarray, np.ndarray],
+                    test: tuple[np.ndarray, np.ndarray, np.ndarray], n_users: int, n_items: int,
+                    k: int = 10, relevant_at: float = 4.0, batch: int = 1024) -> dict[str, float]:
+    """Recall@k, NDCG@k and catalog coverage over all users, in user batches."""
+    seen_u, seen_i = seen
+    test_u, test_i, test_r = test
+    rel_u, rel_i = test_u[test_r >= relevant_at], test_i[test_r >= relevant_at]
+    discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
+    recalls, ndcgs, recommended = [], [], torch.zeros(n_items, dtype=torch.bool)
+    for start in range(0, n_users, batch):
+        rows = np.arange(start, min(start + batch, n_users))
+        scores = model.score_users(rows).float().cpu()
+        scores = scores.masked_fill(_dense_rows(seen_u, seen_i, rows, n_items), float("-inf"))
+        top = scores.topk(k, dim=1).indices
+        recommended[top.flatten()] = True
+        relevant = _dense_rows(rel_u, rel_i, rows, n_items)
+        n_rel = relevant.sum(1)
+        hits = relevant.gather(1, top).double()
+        has = n_rel > 0
+        recalls.append((hits.sum(1) / n_rel.clamp(min=1))[has])
+        ideal = torch.cumsum(discounts, 0)[(n_rel.clamp(1, k) - 1)]
+        ndcgs.append(((hits * discounts).sum(1) / ideal)[has])
+    recall, ndcg = torch.cat(recalls), torch.cat(ndcgs)
+    return {f"recall_at_{k}": float(recall.mean()) if len(recall) else 0.0,
+            f"ndcg_at_{k}": float(ndcg.mean()) if len(ndcg) else 0.0,
+            "catalog_coverage": float(recommended.float().mean())}
+
+
+def evaluate(model: RatingModel, split: RatingSplit, k: int = 10) -> dict[str, float]:
+    """Test RMSE/MAE plus ranking metrics, excluding items rated in train and validation."""
+    users, items, ratings = split.arrays("test")
+    pred = model.predict(users, items)
+    seen = [np.concatenate(parts) for parts in zip(split.arrays("train")[:2],
+                                                   split.arrays("val")[:2])]
+    return {"rmse": rmse(pred, ratings), "mae": mae(pred, ratings),
+            **ranking_metrics(model, (seen[0], seen[1]), (users, items, ratings),
+                              split.n_users, split.n_items, k=k)}

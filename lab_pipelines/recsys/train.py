@@ -1,0 +1,182 @@
+"""Train CMC: one loop, single device by default, DistributedDataParallel under torchrun.
+
+    python -m lab_pipelines.recsys.train --split-dir data/recsys/ml-100k/random80_seed0 \
+        --checkpoint data/checkpoints/cmc.pt
+    torchrun --nproc_per_node 2 -m lab_pipelines.recsys.train --split-dir ... --checkpoint ...
+
+Every rank encodes the whole training graph (it is small) and supervises its own shard of the
+training ratings; DDP averages the gradients, so ranks stay identical. gloo on CPU, nccl on
+CUDA. Early stopping watches validation RMSE, which every rank computes identically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from lab_pipelines.devices import autocast_dtype, configure_torch_for, resolve_device
+from lab_pipelines.paths import atomic_write_bytes
+from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph
+from lab_pipelines.recsys.data import RatingSplit
+from lab_pipelines.recsys.metrics import rmse
+
+
+@dataclass
+class TrainResult:
+    best_val_rmse: float
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    world_size: int
+    history: list[dict] = field(default_factory=list)  # epoch, train_loss, val_rmse
+    rank_digests: list[str] = field(default_factory=list)  # parameter hash of every rank
+    first_step_digests: list[str] = field(default_factory=list)
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """A hash of every parameter's bytes, to prove ranks hold identical weights."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _gather(value: str, world: int) -> list[str]:
+    if world == 1:
+        return [value]
+    out: list = [None] * world
+    dist.all_gather_object(out, value)
+    return out
+
+
+def _setup_distributed(requested: str) -> tuple[str, int, int]:
+    """(device, rank, world size); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return resolve_device(requested), 0, 1
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = resolve_device(requested).startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return (f"cuda:{local}" if use_cuda else "cpu"), dist.get_rank(), world
+
+
+def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
+              checkpoint: Path | None = None, log: Callable[[str], None] = print
+              ) -> tuple[CMCPredictor, TrainResult]:
+    device, rank, world = _setup_distributed(device)
+    configure_torch_for(device)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    graph = Graph.from_ratings(*split.arrays("train"), split.n_users, split.n_items).to(device)
+    model = CMC(cfg, split.n_users, split.n_items, len(graph.values)).to(device)
+    raw_model = model
+    if world > 1:
+        model = DDP(model, device_ids=[int(device[5:])] if device.startswith("cuda") else None,
+                    broadcast_buffers=False)
+    torch.manual_seed(cfg.seed + 1000 * rank)  # different dropout masks per rank
+
+    # This rank's shard of the supervised ratings; the graph itself is whole on every rank.
+    users, items = graph.users[rank::world], graph.items[rank::world]
+    ratings = graph.values[graph.levels[rank::world]]
+    val_u, val_i, val_r = split.arrays("val")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    amp = autocast_dtype(device)
+    autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else nullcontext
+
+    result = TrainResult(math.inf, 0, 0, 0.0, world)
+    best_state = copy.deepcopy(raw_model.state_dict())
+    start = time.perf_counter()
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        with autocast():
+            _, loss = model(graph, users, items, ratings)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        result.epochs_run = epoch
+        if epoch == 1:
+            result.first_step_digests = _gather(parameter_digest(raw_model), world)
+        if epoch % cfg.eval_every and epoch != cfg.max_epochs:
+            continue
+        train_loss = loss.detach().float()
+        if world > 1:
+            dist.all_reduce(train_loss)
+            train_loss /= world
+        val = rmse(CMCPredictor(raw_model, graph).predict(val_u, val_i), val_r)
+        result.history.append({"epoch": epoch, "train_loss": float(train_loss), "val_rmse": val})
+        if val < result.best_val_rmse:
+            result.best_val_rmse, result.best_epoch = val, epoch
+            best_state = copy.deepcopy(raw_model.state_dict())
+        if epoch % (cfg.eval_every * 5) == 0 and rank == 0:
+            log(f"epoch {epoch}: loss {float(train_loss):.4f} val RMSE {val:.4f} "
+                f"(best {result.best_val_rmse:.4f} @ {result.best_epoch})")
+        if epoch - result.best_epoch >= cfg.patience:
+            break
+    result.train_seconds = time.perf_counter() - start
+    result.rank_digests = _gather(parameter_digest(raw_model), world)
+    raw_model.load_state_dict(best_state)
+    if checkpoint is not None and rank == 0:
+        save_checkpoint(checkpoint, raw_model, graph, split, result)
+    return CMCPredictor(raw_model, graph), result
+
+
+def save_checkpoint(path: Path, model: CMC, graph: Graph, split: RatingSplit,
+                    result: TrainResult) -> None:
+    """Weights, config and the training graph (needed to embed nodes), written atomically."""
+    cpu = graph.to("cpu")
+    payload = {"config": model.cfg.to_dict(), "state_dict": model.state_dict(),
+               "graph": {"users": cpu.users, "items": cpu.items, "levels": cpu.levels,
+                         "values": cpu.values, "n_users": cpu.n_users, "n_items": cpu.n_items},
+               "dataset": split.dataset, "split": split.split,
+               "best_val_rmse": result.best_val_rmse, "best_epoch": result.best_epoch}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> CMCPredictor:
+    payload = torch.load(path, map_location=device, weights_only=True)
+    graph = Graph(**payload["graph"]).to(device)
+    model = CMC(CMCConfig(**payload["config"]), graph.n_users, graph.n_items,
+                len(graph.values)).to(device)
+    model.load_state_dict(payload["state_dict"])
+    return CMCPredictor(model, graph)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--split-dir", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--config-json", default="{}", help="CMCConfig fields as JSON")
+    parser.add_argument("--result-json", type=Path, help="rank 0 writes the TrainResult here")
+    args = parser.parse_args()
+    split = RatingSplit.load(args.split_dir)
+    cfg = CMCConfig(**json.loads(args.config_json))
+    _, result = train_cmc(split, cfg, args.device, args.checkpoint)
+    if args.result_json and int(os.environ.get("RANK", "0")) == 0:
+        atomic_write_bytes(args.result_json, json.dumps(result.__dict__, indent=1).encode())
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
