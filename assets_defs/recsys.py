@@ -1,1 +1,225 @@
-"""recsys assets (being written)."""
+"""CMC vs SVD on MovieLens: ratings and splits, baselines, the CMC model, its temperature
+sweep, and the benchmark table. Thin wrappers around `lab_pipelines.recsys`.
+
+Assets hand data to each other through files under `lab.root()/recsys/`: `movielens_ratings`
+writes the split folder and points `recsys/active_split.json` at it; the others read it unless
+their run config names another `split_dir`.
+"""
+
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from assets_defs.resources import CardResource, LabResource
+from lab_pipelines.paths import atomic_write_bytes
+from lab_pipelines.recsys import data
+from lab_pipelines.recsys.baselines import SVD_TUNED, SVDParams
+from lab_pipelines.recsys.benchmark import baseline_rows, learning_curve_png, png_markdown, row
+from lab_pipelines.recsys.cmc import CMCConfig
+from lab_pipelines.recsys.sweep import TAUS, temperature_sweep
+from lab_pipelines.recsys.train import load_checkpoint, train_cmc, train_cmc_distributed
+from lab_pipelines.tables import append_rows, latest_run, markdown_table
+
+BENCHMARK_COLUMNS = ("model", "dataset", "split", "rmse", "recall_at_10", "catalog_coverage",
+                     "train_seconds")
+
+
+def _pointer(lab: LabResource) -> Path:
+    return lab.root() / "recsys" / "active_split.json"
+
+
+def _split_dir(lab: LabResource, configured: str) -> Path:
+    if configured:
+        return Path(configured)
+    pointer = _pointer(lab)
+    if not pointer.is_file():
+        raise FileNotFoundError(f"{pointer} missing: materialize movielens_ratings first")
+    return Path(json.loads(pointer.read_text())["split_dir"])
+
+
+def _write_json(path: Path, payload: object) -> None:
+    atomic_write_bytes(path, json.dumps(payload, indent=1).encode())
+
+
+class MovieLensConfig(dg.Config):
+    ratings_path: str = ""  # empty: ML-100K from the recbole wheel; else u.data, ratings.dat,
+    # ratings.csv or a recbole .inter file
+    u1_base: str = ""  # GroupLens canonical split: give both u1.base and u1.test
+    u1_test: str = ""
+    dataset: str = ""  # name used in tables; empty: derived from the file
+    test_fraction: float = 0.2
+    val_fraction: float = 0.05
+    seed: int = 0
+
+
+@dg.asset(description="MovieLens ratings split train/val/test, stored as Parquet.")
+def movielens_ratings(context: dg.AssetExecutionContext, config: MovieLensConfig,
+                      lab: LabResource) -> dg.MaterializeResult:
+    if bool(config.u1_base) != bool(config.u1_test):
+        raise ValueError("Give both u1_base and u1_test, or neither.")
+    if config.u1_base:
+        base = Path(config.u1_base)
+        name = config.dataset or base.parent.name or "movielens"
+        split = data.fixed_split(data.load_ratings(base), data.load_ratings(config.u1_test),
+                                 name, base.stem, config.val_fraction, config.seed)
+    else:
+        path = Path(config.ratings_path) if config.ratings_path else data.default_ratings_path()
+        name = config.dataset or ("ml-100k" if not config.ratings_path else path.parent.name)
+        split = data.random_split(data.load_ratings(path), name, config.test_fraction,
+                                  config.val_fraction, config.seed)
+    folder = lab.root() / "recsys" / split.dataset / split.split
+    split.save(folder)
+    _write_json(_pointer(lab), {"split_dir": str(folder)})
+    context.log.info(f"{split.dataset}/{split.split}: {split.train.height} train, "
+                     f"{split.val.height} val, {split.test.height} test ratings")
+    return dg.MaterializeResult(metadata={
+        "split_dir": dg.MetadataValue.path(str(folder)),
+        "dataset": split.dataset, "split": split.split,
+        "n_users": split.n_users, "n_items": split.n_items,
+        "n_train": split.train.height, "n_val": split.val.height, "n_test": split.test.height,
+    })
+
+
+class SVDBaselineConfig(dg.Config):
+    split_dir: str = ""  # empty: the split movielens_ratings wrote last
+    tuned_factors: int = SVD_TUNED.n_factors
+    tuned_epochs: int = SVD_TUNED.n_epochs
+    tuned_lr: float = SVD_TUNED.lr_all
+    tuned_reg: float = SVD_TUNED.reg_all
+
+
+@dg.asset(deps=[movielens_ratings],
+          description="Bias baseline and surprise SVD (default and tuned) on the same split.")
+def svd_baseline(context: dg.AssetExecutionContext, config: SVDBaselineConfig,
+                 lab: LabResource) -> dg.MaterializeResult:
+    folder = _split_dir(lab, config.split_dir)
+    split = data.RatingSplit.load(folder)
+    tuned = SVDParams(config.tuned_factors, config.tuned_epochs, config.tuned_lr,
+                      config.tuned_reg)
+    rows = baseline_rows(split, tuned)
+    _write_json(folder / "baselines.json", rows)
+    for r in rows:
+        context.log.info(f"{r['model']}: test RMSE {r['rmse']:.4f} in {r['train_seconds']:.1f} s")
+    return dg.MaterializeResult(metadata={
+        "rows": dg.MetadataValue.path(str(folder / "baselines.json")),
+        "table": dg.MetadataValue.md(markdown_table(pl.DataFrame(rows))),
+    })
+
+
+class CMCModelConfig(dg.Config):
+    split_dir: str = ""  # empty: the split movielens_ratings wrote last
+    checkpoint: str = ""  # empty: <data>/checkpoints/cmc_<dataset>_<split>.pt
+    # Defaults are CMCConfig's (see lab_pipelines/recsys/cmc.py for what each knob does).
+    dim: int = CMCConfig.dim
+    tau: float = CMCConfig.tau
+    cl_weight: float = CMCConfig.cl_weight
+    l2: float = CMCConfig.l2
+    node_dropout: float = CMCConfig.node_dropout
+    edge_dropout: float = CMCConfig.edge_dropout
+    noise_eps: float = CMCConfig.noise_eps
+    denoise: bool = CMCConfig.denoise
+    lr: float = CMCConfig.lr
+    max_epochs: int = CMCConfig.max_epochs
+    patience: int = CMCConfig.patience
+    nproc: int = 1  # > 1: DistributedDataParallel under torchrun (gloo on CPU, nccl on CUDA)
+    seed: int = CMCConfig.seed
+
+    def cmc(self) -> CMCConfig:
+        knobs = self.model_dump()
+        return CMCConfig(**{k: v for k, v in knobs.items() if k in CMCConfig.__dataclass_fields__})
+
+
+@dg.asset(deps=[movielens_ratings], pool="gpu0",
+          description="CMC trained with early stopping on validation RMSE; checkpoint on disk.")
+def cmc_model(context: dg.AssetExecutionContext, config: CMCModelConfig, gpu0: CardResource,
+              lab: LabResource) -> dg.MaterializeResult:
+    folder = _split_dir(lab, config.split_dir)
+    split = data.RatingSplit.load(folder)
+    cfg = config.cmc()
+    ckpt = Path(config.checkpoint) if config.checkpoint else (
+        lab.root() / "checkpoints" / f"cmc_{split.dataset}_{split.split}.pt")
+    device = gpu0.resolve()
+    if config.nproc > 1:
+        result = train_cmc_distributed(folder, cfg, config.nproc, device, ckpt,
+                                       log=context.log.info)
+        predictor = load_checkpoint(ckpt, device)
+    else:
+        predictor, result = train_cmc(split, cfg, device, ckpt, log=context.log.info)
+    metrics = row("cmc", split, predictor, result.train_seconds, best_epoch=result.best_epoch,
+                  world_size=result.world_size, device=device, tau=cfg.tau)
+    _write_json(folder / "cmc.json", {"row": metrics, "history": result.history,
+                                      "checkpoint": str(ckpt), "config": cfg.to_dict()})
+    context.log.info(f"CMC: test RMSE {metrics['rmse']:.4f}, val {result.best_val_rmse:.4f} "
+                     f"@ epoch {result.best_epoch}, {result.train_seconds:.0f} s on {device}")
+    curve = learning_curve_png(result.history, f"CMC on {split.dataset} ({split.split})")
+    return dg.MaterializeResult(metadata={
+        "checkpoint": dg.MetadataValue.path(str(ckpt)),
+        "metrics": dg.MetadataValue.md(markdown_table(pl.DataFrame([metrics]))),
+        "learning_curve": dg.MetadataValue.md(png_markdown(curve, "learning curve")),
+        "best_val_rmse": result.best_val_rmse, "train_seconds": result.train_seconds,
+    })
+
+
+class TemperatureSweepConfig(dg.Config):
+    split_dir: str = ""
+    taus: list[float] = list(TAUS)  # noqa: RUF012 (pydantic copies defaults per instance)
+    max_epochs: int = 0  # 0: 200 in the embedded profile, the full CMC budget on the gpu profile
+
+
+@dg.asset(deps=[movielens_ratings], pool="gpu0",
+          description="Validation RMSE of CMC per InfoNCE temperature tau.")
+def cmc_temperature_sweep(context: dg.AssetExecutionContext, config: TemperatureSweepConfig,
+                          gpu0: CardResource, lab: LabResource) -> dg.MaterializeResult:
+    folder = _split_dir(lab, config.split_dir)
+    split = data.RatingSplit.load(folder)
+    full = CMCConfig().max_epochs
+    epochs = config.max_epochs or (full if lab.is_gpu_profile else 200)
+    rows = temperature_sweep(split, replace(CMCConfig(), max_epochs=epochs), config.taus,
+                             gpu0.resolve(), log=context.log.info)
+    _write_json(folder / "tau_sweep.json", rows)
+    best = min(rows, key=lambda r: r["val_rmse"])
+    return dg.MaterializeResult(metadata={
+        "table": dg.MetadataValue.md(markdown_table(pl.DataFrame(rows), float_digits=4)),
+        "best_tau": best["tau"], "max_epochs": epochs,
+    })
+
+
+class BenchmarkConfig(dg.Config):
+    split_dir: str = ""
+
+
+@dg.asset(deps=[svd_baseline, cmc_model],
+          description="SVD vs CMC rows appended to the DuckDB table recsys_benchmark.")
+def recsys_benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig,
+                     lab: LabResource) -> dg.MaterializeResult:
+    folder = _split_dir(lab, config.split_dir)
+    baselines = json.loads((folder / "baselines.json").read_text())
+    cmc = json.loads((folder / "cmc.json").read_text())
+    rows = pl.DataFrame([*baselines, cmc["row"]], infer_schema_length=None).select(
+        *BENCHMARK_COLUMNS, "mae", "ndcg_at_10", "val_rmse")
+    n = append_rows("recsys_benchmark", rows, run_id=context.run.run_id, db_path=lab.duckdb_path(),
+                    required=BENCHMARK_COLUMNS)
+    curve = learning_curve_png(cmc["history"], "CMC learning curve")
+    return dg.MaterializeResult(metadata={
+        "rows_written": n,
+        "table": dg.MetadataValue.md(markdown_table(rows)),
+        "learning_curve": dg.MetadataValue.md(png_markdown(curve, "learning curve")),
+    })
+
+
+@dg.asset_check(asset=recsys_benchmark, description="CMC's test RMSE is below tuned SVD's and "
+                "its catalog coverage above SVD's, in the latest run.")
+def cmc_beats_svd(lab: LabResource) -> dg.AssetCheckResult:
+    rows = latest_run("recsys_benchmark", lab.duckdb_path())
+    by_model = {r["model"]: r for r in rows.iter_rows(named=True)}
+    cmc, svd = by_model.get("cmc"), by_model.get("svd_tuned")
+    if cmc is None or svd is None:
+        return dg.AssetCheckResult(passed=False, metadata={"models": sorted(by_model)})
+    passed = cmc["rmse"] < svd["rmse"] and cmc["catalog_coverage"] > svd["catalog_coverage"]
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata={
+        "cmc_rmse": cmc["rmse"], "svd_tuned_rmse": svd["rmse"],
+        "cmc_coverage": cmc["catalog_coverage"], "svd_tuned_coverage": svd["catalog_coverage"]})

@@ -15,7 +15,7 @@ from PIL import Image
 
 from lab_pipelines.devices import autocast_dtype
 from lab_pipelines.nerf.fields import DeformableField
-from lab_pipelines.nerf.metrics import psnr, ssim
+from lab_pipelines.nerf.metrics import mean_view_psnr, ssim
 from lab_pipelines.nerf.render import render_rays
 from lab_pipelines.nerf.scenes import camera_rays, load_split
 from lab_pipelines.nerf.train import load_checkpoint
@@ -97,7 +97,7 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, scene_dir: str | Path 
     gif_path = out_dir / "time_sweep.gif"
     atomic_write_bytes(gif_path, buffer.getvalue())
     return EvalResult(
-        psnr=float(torch.stack([psnr(p, g) for p, g in zip(preds, split.images)]).mean()), ssim=float(ssim(preds, split.images)), n_views=len(split.names),
+        psnr=mean_view_psnr(preds, split.images), ssim=float(ssim(preds, split.images)), n_views=len(split.names),
         resolution=(height, width), views_png=views, montage_png=montage_path, time_sweep_gif=gif_path,
         render_seconds=seconds,
     )

@@ -49,7 +49,7 @@ class DeformableField(nn.Module):
         dx = self.deformation(x.to(deform_device), t.to(deform_device)).to(canon_device)
         return self.canonical(x + dx, d, t)
 
-    def place(self, canonical_device: str, deformation_device: str) -> "DeformableField":
+    def place(self, canonical_device: str, deformation_device: str) -> DeformableField:
         self.canonical.to(canonical_device)
         self.deformation.to(deformation_device)
         for name, buffer in self.named_buffers(recurse=False):
@@ -147,7 +147,7 @@ class FastConfig:
     hidden: int = 64
     geo_features: int = 15
     dir_freqs: int = 4
-    n_samples: int = 96  # candidates per ray before the occupancy grid culls empty space
+    n_samples: int = 64  # candidates per ray before the occupancy grid culls empty space
     occupancy_res: int = 32
     occupancy_frames: int = 1  # set to the number of training frames when the grid is carved
 

@@ -12,6 +12,11 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -10.0 * torch.log10(mse.clamp(min=1e-12))
 
 
+def mean_view_psnr(preds: torch.Tensor, targets: torch.Tensor) -> float:
+    """PSNR per image (N, H, W, 3), averaged over images, as NeRF papers report it."""
+    return float(torch.stack([psnr(p, g) for p, g in zip(preds, targets)]).mean())
+
+
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean SSIM of images (N, H, W, 3) in [0, 1]."""
     return _ssim(_nchw(pred), _nchw(target), data_range=1.0, size_average=True)

@@ -56,18 +56,20 @@ def midpoints(edges: torch.Tensor) -> torch.Tensor:
     return 0.5 * (edges[:, 1:] + edges[:, :-1])
 
 
-def pixel_importance(images: torch.Tensor, background: float = 1.0, floor: float = 0.05,
-                     dilate: int = 2) -> torch.Tensor:
+def pixel_importance(images: torch.Tensor, alphas: torch.Tensor | None = None, background: float = 1.0,
+                     floor: float = 0.01, dilate: int = 2) -> torch.Tensor:
     """Spatio-temporal importance of every training pixel (N, H, W).
 
     DyNeRF's ISG weighs a pixel by how far it strays from its temporal median. In a D-NeRF
     scene only the background is the same at every time (each frame has its own camera), so
-    that median is the background colour: the weight is the distance to it, spread a few
-    pixels outwards so the silhouettes (where ghosting shows) are covered, with a floor so
-    no pixel has zero chance.
+    that median is the background: the weight is the distance to it (or the pixel's alpha,
+    which also catches white objects on the white background), spread a few pixels outwards
+    so silhouettes, where ghosting shows, are covered, with a floor so no pixel has zero chance.
     """
-    distance = (images - background).abs().amax(-1)[:, None]  # (N, 1, H, W)
-    spread = F.max_pool2d(distance, 2 * dilate + 1, stride=1, padding=dilate)[:, 0]
+    distance = (images - background).abs().amax(-1)
+    if alphas is not None:
+        distance = torch.maximum(distance, alphas)
+    spread = F.max_pool2d(distance[:, None], 2 * dilate + 1, stride=1, padding=dilate)[:, 0]
     return spread.clamp(min=floor)
 
 
@@ -92,14 +94,16 @@ class PixelSampler:
         return torch.cat([uniform, focused])
 
 
-def carve_occupancy(c2w: torch.Tensor, alphas: torch.Tensor, focal: float, bound: float, res: int,
-                    dilate: int = 2) -> torch.Tensor:
+def carve_occupancy(c2w: torch.Tensor, alphas: torch.Tensor, times: torch.Tensor, focal: float, bound: float,
+                    res: int, dilate: int = 3, window: int = 1) -> torch.Tensor:
     """Per-frame visual hull on a res^3 grid over [-bound, bound]^3: (N, res, res, res) bool.
 
     Whatever occupies space at a frame's time projects onto that frame's non-background
-    pixels, so a voxel whose centre lands on background (after growing the silhouette by
-    `dilate` pixels, which covers the voxel's own size and motion between frames) is empty
-    at that time. Voxels outside the frame's view are kept: nothing is known about them.
+    pixels, so a voxel whose centre lands on background is empty then. One view only carves
+    a cone, so each frame's hull is intersected with those of its `window` neighbours in time
+    on either side (other viewpoints, nearly the same instant); silhouettes grow by `dilate`
+    pixels first, which covers the voxel's own size and the motion between neighbours.
+    Voxels outside a view are not carved by it: nothing is known about them there.
     """
     n, height, width = alphas.shape
     axis = (torch.arange(res, dtype=torch.float32) + 0.5) / res * 2.0 - 1.0
@@ -112,5 +116,10 @@ def carve_occupancy(c2w: torch.Tensor, alphas: torch.Tensor, focal: float, bound
     py = (-focal * cam[..., 1] / depth + 0.5 * height).floor().long()
     inside = (depth > 0) & (px >= 0) & (px < width) & (py >= 0) & (py < height)
     frame = torch.arange(n)[:, None].expand_as(px)
-    on_object = silhouettes[frame, py.clamp(0, height - 1), px.clamp(0, width - 1)]
-    return (on_object | ~inside).view(n, res, res, res)
+    single = silhouettes[frame, py.clamp(0, height - 1), px.clamp(0, width - 1)] | ~inside
+    order = torch.argsort(times)
+    hull = torch.empty_like(single)
+    for rank, k in enumerate(order.tolist()):
+        neighbours = order[max(0, rank - window):rank + window + 1]
+        hull[k] = single[neighbours].all(0)
+    return hull.view(n, res, res, res)

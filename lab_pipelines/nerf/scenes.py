@@ -167,8 +167,11 @@ def project_points(points: np.ndarray, c2w: np.ndarray, height: int, width: int,
     return np.stack([x, y], axis=-1)
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
-    """Camera-to-world (OpenGL convention) of a camera at `eye` looking at `target`, world z up."""
+WORLD_UP = np.array([0.0, 0.0, 1.0])  # z up, as in Blender (the official scenes) and Panda3D
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = WORLD_UP) -> np.ndarray:
+    """Camera-to-world (OpenGL convention) of a camera at `eye` looking at `target`."""
     back = eye - target
     back = back / np.linalg.norm(back)
     right = np.cross(up, back)

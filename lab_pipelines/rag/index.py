@@ -16,6 +16,7 @@ import lancedb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from lancedb.index import FTS
 
 from lab_pipelines.devices import inference_autocast
 
@@ -78,7 +79,7 @@ def sync_index(db_uri: Path, chunks: pl.DataFrame, embed: EmbedFn, dim: int,
             table.add(arrow)
     deleted = len(stale)
     if new.height or deleted or not exists:
-        table.create_fts_index("text", replace=True)
+        table.create_index("text", config=FTS(), replace=True)
         table.optimize()
     return SyncStats(added=new.height, deleted=deleted, kept=existing.height - deleted,
                      embed_seconds=embed_seconds)

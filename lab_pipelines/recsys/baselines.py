@@ -39,7 +39,7 @@ class BiasBaseline(_Predictor):
     def __init__(self, reg_user: float = 15.0, reg_item: float = 10.0, iterations: int = 10):
         self.reg_user, self.reg_item, self.iterations = reg_user, reg_item, iterations
 
-    def fit(self, split: RatingSplit) -> "BiasBaseline":
+    def fit(self, split: RatingSplit) -> BiasBaseline:
         users, items, ratings = split.arrays("train")
         ratings = ratings.astype(np.float64)
         self.mu = float(ratings.mean())
@@ -78,7 +78,7 @@ class SurpriseSVD(_Predictor):
     def __init__(self, params: SVDParams = SVDParams()):
         self.params = params
 
-    def fit(self, split: RatingSplit) -> "SurpriseSVD":
+    def fit(self, split: RatingSplit) -> SurpriseSVD:
         users, items, ratings = split.arrays("train")
         self.scale = (float(ratings.min()), float(ratings.max()))
         raw = list(zip(users.tolist(), items.tolist(), ratings.astype(float).tolist(),

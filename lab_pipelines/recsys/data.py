@@ -133,7 +133,7 @@ class RatingSplit:
         atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=1).encode())
 
     @classmethod
-    def load(cls, folder: Path) -> "RatingSplit":
+    def load(cls, folder: Path) -> RatingSplit:
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"No rating split at {folder}: materialize movielens_ratings")
@@ -150,7 +150,7 @@ def _parquet_bytes(frame: pl.DataFrame) -> bytes:
 
 def _shuffle_mask(n: int, fraction: float, seed: int) -> np.ndarray:
     """A boolean mask selecting round(fraction * n) rows at random."""
-    chosen = np.random.default_rng(seed).permutation(n)[: int(round(fraction * n))]
+    chosen = np.random.default_rng(seed).permutation(n)[: round(fraction * n)]
     mask = np.zeros(n, dtype=bool)
     mask[chosen] = True
     return mask
@@ -181,7 +181,7 @@ def random_split(ratings: pl.DataFrame, dataset: str, test_fraction: float = 0.2
     """Seeded random train/test split over ratings, then validation carved from train."""
     test_mask = _shuffle_mask(ratings.height, test_fraction, seed)
     return _index(ratings.filter(~test_mask), ratings.filter(test_mask), val_fraction, seed,
-                  dataset, f"random{int(round(100 * (1 - test_fraction)))}_seed{seed}")
+                  dataset, f"random{round(100 * (1 - test_fraction))}_seed{seed}")
 
 
 def fixed_split(train: pl.DataFrame, test: pl.DataFrame, dataset: str, split: str,

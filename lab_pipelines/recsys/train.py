@@ -18,13 +18,14 @@ import io
 import json
 import math
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -159,6 +160,28 @@ def load_checkpoint(path: Path, device: str = "cpu") -> CMCPredictor:
                 len(graph.values)).to(device)
     model.load_state_dict(payload["state_dict"])
     return CMCPredictor(model, graph)
+
+
+def train_cmc_distributed(split_dir: Path, cfg: CMCConfig, nproc: int, device: str = "auto",
+                          checkpoint: Path | None = None, result_json: Path | None = None,
+                          log: Callable[[str], None] = print) -> TrainResult:
+    """Run `main` under torchrun with `nproc` processes and return rank 0's result."""
+    result_json = result_json or Path(split_dir) / ".cmc_result.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "lab_pipelines.recsys.train",
+               "--split-dir", str(split_dir), "--device", device,
+               "--config-json", json.dumps(cfg.to_dict()), "--result-json", str(result_json)]
+    if checkpoint is not None:
+        command += ["--checkpoint", str(checkpoint)]
+    env = dict(os.environ)
+    if not device.startswith("cuda"):
+        # Each rank gets its share of the cores instead of all ranks fighting over all of them.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    log(f"launching: {' '.join(command[:6])} ...")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"torchrun failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return TrainResult(**json.loads(Path(result_json).read_text()))
 
 
 def main() -> None:

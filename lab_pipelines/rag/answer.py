@@ -1,0 +1,87 @@
+"""The three ways to answer a question about the library, one function each.
+
+- `answer_vanilla`: the language model alone (closed book);
+- `answer_naive`: dense top-k chunks stuffed into the prompt;
+- `answer_advanced`: hybrid retrieval (vector + full-text, RRF-fused) over a wider pool,
+  re-ranked by a cross-encoder, the top few passages in the prompt, and citations
+  (file, page) of the passages that back the answer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from lab_pipelines.rag.generate import Generator, is_abstention
+from lab_pipelines.rag.qa import contains_answer
+from lab_pipelines.rag.rerank import Reranker, passage_input
+from lab_pipelines.rag.search import Passage, PaperSearch
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str  # the model's answer, scored against the gold answers
+    abstained: bool
+    ranked: tuple[Passage, ...] = ()  # final retrieval ranking (at least the top 5 when asked)
+    pool: tuple[Passage, ...] = ()  # advanced only: the fused pool before re-ranking
+    prompt_passages: int = 0
+    citations: tuple[str, ...] = ()
+    retrieval_s: float = 0.0  # retrieval + re-ranking
+    generation_s: float = 0.0
+
+    @property
+    def latency_s(self) -> float:
+        return self.retrieval_s + self.generation_s
+
+    @property
+    def display(self) -> str:
+        """The answer as a user sees it, with its sources."""
+        return f"{self.text} [{'; '.join(self.citations)}]" if self.citations else self.text
+
+
+def _generate(generator: Generator, question: str, passages: list[str] | None) -> tuple[str, float]:
+    started = time.perf_counter()
+    text = generator.answer(question, passages)
+    return text, time.perf_counter() - started
+
+
+def answer_vanilla(question: str, generator: Generator) -> Answer:
+    text, seconds = _generate(generator, question, None)
+    return Answer(text=text, abstained=is_abstention(text), generation_s=seconds)
+
+
+def answer_naive(question: str, generator: Generator, search: PaperSearch, k: int = 5) -> Answer:
+    started = time.perf_counter()
+    passages = search.dense(question, k)
+    retrieval_s = time.perf_counter() - started
+    text, seconds = _generate(generator, question, [p.text for p in passages])
+    return Answer(text=text, abstained=is_abstention(text), ranked=tuple(passages),
+                  prompt_passages=len(passages), retrieval_s=retrieval_s, generation_s=seconds)
+
+
+def rerank(question: str, search: PaperSearch, reranker: Reranker,
+           pool_k: int = 20) -> tuple[list[Passage], list[Passage]]:
+    """(fused pool in RRF order, the same passages re-ranked by the cross-encoder)."""
+    pool = search.hybrid(question, pool_k)
+    scores = reranker.score(question, [passage_input(p.title, p.text) for p in pool])
+    order = sorted(range(len(pool)), key=lambda i: -scores[i])
+    return pool, [pool[i] for i in order]
+
+
+def cite(answer: str, passages: list[Passage]) -> tuple[str, ...]:
+    """Citations for the passages that contain the answer; the top passage if none does."""
+    backing = [p for p in passages if contains_answer(p.text, answer)] or passages[:1]
+    return tuple(dict.fromkeys(p.citation for p in backing))
+
+
+def answer_advanced(question: str, generator: Generator, search: PaperSearch, reranker: Reranker,
+                    pool_k: int = 20, top_n: int = 3) -> Answer:
+    started = time.perf_counter()
+    pool, ranked = rerank(question, search, reranker, pool_k)
+    retrieval_s = time.perf_counter() - started
+    shown = ranked[:top_n]
+    text, seconds = _generate(generator, question, [p.text for p in shown])
+    abstained = is_abstention(text)
+    return Answer(text=text, abstained=abstained, ranked=tuple(ranked), pool=tuple(pool),
+                  prompt_passages=len(shown), citations=() if abstained else cite(text, shown),
+                  retrieval_s=retrieval_s, generation_s=seconds)

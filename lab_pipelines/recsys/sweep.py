@@ -1,0 +1,24 @@
+"""The InfoNCE temperature sweep: train CMC once per tau, compare validation RMSE only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from lab_pipelines.recsys.cmc import CMCConfig
+from lab_pipelines.recsys.data import RatingSplit
+from lab_pipelines.recsys.train import train_cmc
+
+TAUS = (0.05, 0.07, 0.1, 0.2, 0.5)
+
+
+def temperature_sweep(split: RatingSplit, base: CMCConfig, taus: Sequence[float] = TAUS,
+                      device: str = "auto", log: Callable[[str], None] = print) -> list[dict]:
+    """One row per tau: best validation RMSE, the epoch it was reached, training seconds."""
+    rows = []
+    for tau in taus:
+        _, result = train_cmc(split, replace(base, tau=tau), device, log=log)
+        rows.append({"tau": tau, "val_rmse": result.best_val_rmse,
+                     "best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
+        log(f"tau {tau}: validation RMSE {result.best_val_rmse:.4f} @ {result.best_epoch}")
+    return rows
