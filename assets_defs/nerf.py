@@ -168,7 +168,9 @@ def nerf_benchmark(context: dg.AssetExecutionContext, config: NerfBenchmarkConfi
         runs.append(run_method(scene_dir, out_dir, replace(trained_cfg, method=method), canonical, deformation,
                                on_log=lambda r: context.log.info(json.dumps(r))))
     baselines = trivial_baselines(scene_dir, trained_cfg.downscale)
-    rows = [{**run.row(scene_dir.name, canonical), **baselines} for run in runs]
+    # The first run is the checkpoint under test; the others are there for comparison.
+    rows = [{**run.row(scene_dir.name, canonical), **baselines, "role": "checkpoint" if i == 0 else "comparison"}
+            for i, run in enumerate(runs)]
     append_rows("nerf_benchmark", rows, run_id=context.run.run_id, db_path=lab.duckdb_path(),
                 required=BENCHMARK_COLUMNS)
     metadata = {
@@ -186,15 +188,16 @@ def nerf_benchmark(context: dg.AssetExecutionContext, config: NerfBenchmarkConfi
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset_check(asset=nerf_benchmark, description="Every method of the latest run beats predicting "
-                "the mean training image on the test split: it learnt the scene, not the background.")
+@dg.asset_check(asset=nerf_benchmark, description="The trained checkpoint beats predicting the mean "
+                "training image on the test split: it learnt the scene, not the background. "
+                "Comparison methods are listed, not gated.")
 def nerf_beats_mean_image(lab: LabResource) -> dg.AssetCheckResult:
     rows = latest_run("nerf_benchmark", lab.duckdb_path())
     if rows.is_empty():
         return dg.AssetCheckResult(passed=False, description="nerf_benchmark has no rows")
-    behind = rows.filter(pl.col("psnr") <= pl.col("mean_image_psnr"))
+    gated = rows.filter(pl.col("role") == "checkpoint")
     return dg.AssetCheckResult(
-        passed=behind.is_empty(),
+        passed=not gated.is_empty() and bool((gated["psnr"] > gated["mean_image_psnr"]).all()),
         metadata={"table": dg.MetadataValue.md(markdown_table(
-            rows.select("scene", "method", "psnr", "ssim", "mean_image_psnr", "white_psnr")))},
+            rows.select("scene", "method", "role", "psnr", "ssim", "mean_image_psnr", "white_psnr")))},
     )

@@ -64,7 +64,7 @@ def main() -> None:
                            profile=args.profile, log_every=200)
         baselines = trivial_baselines(scene_dir, base.downscale)
         for run in side_by_side(scene_dir, out_dir, args.methods, base, args.device, on_log=_print_json):
-            row = {**run.row(scene_dir.name, args.device), **baselines}
+            row = {**run.row(scene_dir.name, args.device), **baselines, "role": "side_by_side"}
             print(json.dumps(row), flush=True)
             rows.append(row)
     append_rows("nerf_benchmark", rows, run_id=run_id, db_path=duckdb_path(), required=BENCHMARK_COLUMNS)

@@ -20,7 +20,7 @@ def _run_config(ratings_path, **ratings_extra) -> dict:
                                          "val_fraction": 0.1, **ratings_extra}},
         "svd_baseline": {"config": {"tuned_factors": 20, "tuned_epochs": 20}},
         "cmc_model": {"config": {"dim": 32, "max_epochs": 150, "patience": 60}},
-        "cmc_temperature_sweep": {"config": {"taus": [0.1, 0.5], "max_epochs": 20}},
+        "cmc_temperature_sweep": {"config": {"taus": [0.1, 0.5], "max_epochs": 10}},
     }}
 
 

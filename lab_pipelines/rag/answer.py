@@ -17,6 +17,8 @@ from lab_pipelines.rag.qa import contains_answer
 from lab_pipelines.rag.rerank import Reranker, passage_input
 from lab_pipelines.rag.search import Passage, PaperSearch
 
+RANKED_AT_LEAST = 5  # retrieval recall is reported at 5 whatever the prompt holds
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -50,17 +52,19 @@ def answer_vanilla(question: str, generator: Generator) -> Answer:
     return Answer(text=text, abstained=is_abstention(text), generation_s=seconds)
 
 
-def answer_naive(question: str, generator: Generator, search: PaperSearch, k: int = 5) -> Answer:
+def answer_naive(question: str, generator: Generator, search: PaperSearch, k: int = 3) -> Answer:
+    """The top `k` dense passages go into the prompt; at least 5 are ranked, for recall@5."""
     started = time.perf_counter()
-    passages = search.dense(question, k)
+    ranked = search.dense(question, max(k, RANKED_AT_LEAST))
     retrieval_s = time.perf_counter() - started
-    text, seconds = _generate(generator, question, [p.text for p in passages])
-    return Answer(text=text, abstained=is_abstention(text), ranked=tuple(passages),
-                  prompt_passages=len(passages), retrieval_s=retrieval_s, generation_s=seconds)
+    shown = ranked[:k]
+    text, seconds = _generate(generator, question, [p.text for p in shown])
+    return Answer(text=text, abstained=is_abstention(text), ranked=tuple(ranked),
+                  prompt_passages=len(shown), retrieval_s=retrieval_s, generation_s=seconds)
 
 
 def rerank(question: str, search: PaperSearch, reranker: Reranker,
-           pool_k: int = 20) -> tuple[list[Passage], list[Passage]]:
+           pool_k: int = 12) -> tuple[list[Passage], list[Passage]]:
     """(fused pool in RRF order, the same passages re-ranked by the cross-encoder)."""
     pool = search.hybrid(question, pool_k)
     scores = reranker.score(question, [passage_input(p.title, p.text) for p in pool])
@@ -75,7 +79,7 @@ def cite(answer: str, passages: list[Passage]) -> tuple[str, ...]:
 
 
 def answer_advanced(question: str, generator: Generator, search: PaperSearch, reranker: Reranker,
-                    pool_k: int = 20, top_n: int = 3) -> Answer:
+                    pool_k: int = 12, top_n: int = 3) -> Answer:
     started = time.perf_counter()
     pool, ranked = rerank(question, search, reranker, pool_k)
     retrieval_s = time.perf_counter() - started

@@ -33,8 +33,8 @@ RECALL_K = 5
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    naive_k: int = 5
-    pool_k: int = 20
+    naive_k: int = 3  # same prompt budget as advanced's top_n: only retrieval differs
+    pool_k: int = 12
     top_n: int = 3
     methods: tuple[str, ...] = METHODS
 

@@ -96,11 +96,14 @@ class Generator:
         # The chat template already carries the special tokens; do not add a second BOS.
         enc = self.tokenizer(prompt, return_tensors="pt",
                              add_special_tokens=self.prompt_format == "completion").to(self.device)
-        # One-line answers: the completion format ends its example answer with a newline.
+        one_line = self.prompt_format == "completion"  # its example answer ends at a newline
+        # Stop at the newline when the vocabulary has one (word-piece vocabularies do not).
         stop = {"stop_strings": ["\n"], "tokenizer": self.tokenizer} if (
-            self.prompt_format == "completion") else {}
+            one_line and self.tokenizer("\n", add_special_tokens=False)["input_ids"]) else {}
         with torch.inference_mode():
-            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+            # Only ids and mask: some tokenizers add token_type_ids that causal LMs reject.
+            out = self.model.generate(input_ids=enc["input_ids"],
+                                      attention_mask=enc["attention_mask"], max_new_tokens=self.max_new_tokens, do_sample=False,
                                       pad_token_id=self.tokenizer.pad_token_id, **stop)
         text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return text.strip()
+        return (text.strip().split("\n")[0] if one_line else text).strip()

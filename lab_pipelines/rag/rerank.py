@@ -40,14 +40,17 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 class RerankerConfig:
     init_model: str = "packaged:all-MiniLM-L6-v2"
     n_layers: int = 3  # first layers of the init encoder kept; fewer = faster re-ranking on CPU
-    max_length: int = 192
-    n_queries: int = 1200
+    max_length: int = 160
+    n_queries: int = 600
     n_negatives: int = 3
     heldout_fraction: float = 0.15
-    keep_sentence_prob: float = 0.1  # ORQA keeps the query in its context 10% of the time
+    # ORQA keeps the query sentence in its context 10% of the time to pretrain a retriever; a
+    # re-ranker for questions must also learn that shared words matter, so keep it half the time.
+    keep_sentence_prob: float = 0.5
     epochs: int = 1
     batch_groups: int = 8
-    lr: float = 5e-5
+    lr: float = 1e-4
+    head_lr_scale: float = 20.0
     seed: int = 0
 
 
@@ -164,7 +167,7 @@ def _group_scores(model, tokenizer, groups: Sequence[PseudoQuery], max_length: i
                   device: str) -> torch.Tensor:
     """Scores of shape (n_groups, 1 + n_negatives); column 0 is the positive."""
     pairs = [(g.query, p) for g in groups for p in (g.positive, *g.negatives)]
-    enc = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation="only_second",
+    enc = tokenizer([q for q, _ in pairs], [p for _, p in pairs], truncation="longest_first",
                     max_length=max_length, padding=True, return_tensors="pt").to(device)
     return model(**enc).logits.view(len(groups), -1)
 
@@ -177,7 +180,7 @@ def group_accuracy(cross_encoder, groups: Sequence[PseudoQuery], batch_groups: i
     with torch.inference_mode():
         for i in range(0, len(groups), batch_groups):
             batch = groups[i:i + batch_groups]
-            scores = _group_scores(model, tokenizer, batch, cross_encoder.max_length,
+            scores = _group_scores(model, tokenizer, batch, cross_encoder.max_seq_length,
                                    str(cross_encoder.device))
             hits += int((scores.argmax(dim=1) == 0).sum())
     return hits / max(1, len(groups))
@@ -201,11 +204,17 @@ def train_reranker(train: Sequence[PseudoQuery], heldout: Sequence[PseudoQuery],
         raise ValueError(f"Need train and held-out groups, got {len(train)} and {len(heldout)}.")
     configure_torch_for(device)
     cross_encoder = init_cross_encoder(config, device)
-    before = group_accuracy(cross_encoder, heldout)
     model, tokenizer = cross_encoder.transformers_model, cross_encoder.tokenizer
+    before = group_accuracy(cross_encoder, heldout)
     steps_per_epoch = -(-len(train) // config.batch_groups)
     total = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    # The score head starts random while the encoder is pretrained: a short run only gets the
+    # head somewhere if it learns faster than the encoder it sits on.
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr},
+                                   {"params": head, "lr": config.lr * config.head_lr_scale}],
+                                  weight_decay=0.01)
     warmup = max(1, total // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup))))
@@ -226,7 +235,7 @@ def train_reranker(train: Sequence[PseudoQuery], heldout: Sequence[PseudoQuery],
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-        log.info("re-ranker epoch %d: last loss %.3f", epoch + 1, float(loss))
+        log.info("re-ranker epoch %d: last loss %.3f", epoch + 1, float(loss.detach()))
     seconds = time.perf_counter() - started
     after = group_accuracy(cross_encoder, heldout)
     report = TrainReport(n_train=len(train), n_heldout=len(heldout), steps=total,
@@ -265,8 +274,8 @@ class Reranker:
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         if not passages:
             return np.zeros(0, dtype=np.float32)
-        enc = self.tokenizer([query] * len(passages), list(passages), truncation="only_second",
-                             max_length=self.cross_encoder.max_length, padding=True,
+        enc = self.tokenizer([query] * len(passages), list(passages), truncation="longest_first",
+                             max_length=self.cross_encoder.max_seq_length, padding=True,
                              return_tensors="pt").to(self.device)
         with torch.inference_mode():
             return self.model(**enc).logits[:, 0].float().cpu().numpy()

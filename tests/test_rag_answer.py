@@ -1,0 +1,232 @@
+"""RAG answering: retrieval on real papers, the corpus-trained re-ranker, the three methods end
+to end, the causal-LM loading path, and the `rag_benchmark` asset in-process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import torch
+
+from assets_defs.rag_answer import generator_model, rag_benchmark, reranker_model
+from assets_defs.resources import ModelRegistry, resources_for
+from lab_pipelines import models
+from lab_pipelines.paths import REPO_ROOT
+from lab_pipelines.rag import benchmark, rerank
+from lab_pipelines.rag.answer import answer_advanced, answer_naive, answer_vanilla
+from lab_pipelines.rag.generate import Generator, build_prompt, is_abstention
+from lab_pipelines.rag.index import embed_texts, sync_index
+from lab_pipelines.rag.library import build_library, scan_library
+from lab_pipelines.rag.qa import load_qa
+from lab_pipelines.rag.search import PaperSearch
+from lab_pipelines.tables import read_table
+
+PAPERS = REPO_ROOT / "data" / "papers"
+FIXTURE_PDFS = ["attention_is_all_you_need_1706.03762.pdf", "zoo__zoo-quickref.pdf",
+                "sandwich__sandwich.pdf"]
+QA_FILE = REPO_ROOT / "data" / "eval" / "rag_qa.jsonl"
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return models.load_embedder()
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, embedder):
+    """Three real papers, chunked and indexed into LanceDB, as the ingestion assets would."""
+    missing = [name for name in FIXTURE_PDFS if not (PAPERS / name).exists()]
+    if missing:
+        pytest.skip(f"papers not fetched (run `make setup`): {missing}")
+    root = tmp_path_factory.mktemp("rag_lab")
+    for name in FIXTURE_PDFS:
+        (root / "papers").mkdir(exist_ok=True)
+        shutil.copy(PAPERS / name, root / "papers" / name)
+    built = build_library(scan_library(root / "papers"))
+    built.chunks.write_parquet(root / "chunks.parquet")
+    sync_index(root / "lancedb", built.chunks, lambda t: embed_texts(embedder, t), 384)
+    return root, built.chunks
+
+
+@pytest.fixture(scope="module")
+def search(library, embedder):
+    root, _ = library
+    return PaperSearch(root / "lancedb", lambda q: embed_texts(embedder, [q])[0])
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_dir(tmp_path_factory):
+    """A random-weight Llama with the MiniLM word-piece tokenizer, saved like a hub folder."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = AutoTokenizer.from_pretrained(models.resolve_model_dir(models.EMBEDDER_DEFAULT))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _known_passages(chunks: pl.DataFrame) -> list[tuple[str, str]]:
+    """(a sentence from the middle of the paper, its file) per paper."""
+    out = []
+    for name in FIXTURE_PDFS:
+        rows = chunks.filter(pl.col("file_name") == name)
+        text = rows["text"][rows.height // 2]
+        sentence = max(rerank.split_sentences(text), key=len)
+        out.append((sentence, name))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["dense", "keyword", "hybrid"])
+def test_retrieval_returns_the_right_paper_for_known_passages(library, search, mode):
+    _, chunks = library
+    for sentence, name in _known_passages(chunks):
+        top = getattr(search, mode)(sentence, 3)
+        assert top[0].file_name == name, (mode, sentence[:60], [p.file_name for p in top])
+
+
+def test_hard_negatives_exclude_source_and_overlapping_neighbours(library, embedder):
+    root, _ = library
+    chunks, vectors = rerank.read_index(root / "lancedb")
+    queries = rerank.mine_pseudo_queries(chunks, 20, keep_sentence_prob=1.0, seed=0)
+    groups = rerank.add_hard_negatives(queries, chunks, vectors,
+                                       embed_texts(embedder, queries["query"].to_list()), 3)
+    assert len(groups) >= 15
+    for g in groups:
+        assert g.query in g.positive  # kept with probability 1 here
+        assert all(g.query not in n for n in g.negatives)
+        assert g.positive not in g.negatives
+
+
+def test_reranker_trains_on_pseudo_queries_and_reloads_identically(library, embedder):
+    root, _ = library
+    config = rerank.RerankerConfig(n_queries=120, n_layers=1, max_length=96, n_negatives=3,
+                                   heldout_fraction=0.34, batch_groups=8, seed=0)
+    train, heldout = rerank.build_training_set(
+        root / "lancedb", lambda t: embed_texts(embedder, t), config)
+    assert len(train) >= 20 and len(heldout) >= 10
+    heldout_files = {g.positive.split(". ")[0] for g in heldout}
+    assert heldout_files.isdisjoint({g.positive.split(". ")[0] for g in train})  # split by paper
+    cross_encoder, report = rerank.train_reranker(train, heldout, config)
+    assert report.steps == -(-len(train) // config.batch_groups)
+    assert 0 <= report.heldout_accuracy_after <= 1 and report.chance == 0.25
+    saved = rerank.save_reranker(cross_encoder, root / "reranker")
+    reloaded = models.load_cross_encoder(str(saved), max_length=96)
+    assert rerank.group_accuracy(reloaded, heldout) == pytest.approx(
+        report.heldout_accuracy_after, abs=1e-9)
+    # The int8 CPU scorer keeps the trained model's preference on most groups.
+    scorer = rerank.Reranker(reloaded)
+    g = heldout[0]
+    assert scorer.score(g.query, [g.positive, *g.negatives]).shape == (4,)
+
+
+def test_tiny_causal_lm_loads_with_sdpa_on_cpu_and_generates(tiny_lm_dir):
+    model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
+    assert model.config._attn_implementation == models.attention_implementation("cpu") == "sdpa"
+    generator = Generator(model, tokenizer, "completion", max_new_tokens=4)
+    assert isinstance(generator.answer("What is attention?", ["Attention maps queries."]), str)
+
+
+def test_flash_attention_only_when_importable_on_cuda(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "flash_attn" else real(name, *a))
+    assert models.attention_implementation("cuda:0") == "flash_attention_2"
+    assert models.attention_implementation("cpu") == "sdpa"
+
+
+def test_hub_model_not_on_disk_fails_with_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    for load in (lambda: models.load_causal_lm("nobody-here/not-a-model"),
+                 lambda: models.load_cross_encoder("nobody-here/not-a-reranker")):
+        with pytest.raises(models.ModelNotAvailable) as err:
+            load()
+        message = str(err.value)
+        assert "\n" not in message and "nobody-here/not-a-" in message
+
+
+def test_prompts_and_abstention():
+    prompt = build_prompt("Which year?", ["It opened in 1999."], "completion")
+    assert prompt.endswith("Question: Which year?\nAnswer:") and "1999" in prompt
+    assert "Passage" not in build_prompt("Which year?", None, "completion")
+    assert is_abstention("I don't know.") and is_abstention("The passages do not mention it; "
+                                                            "not mentioned.")
+    assert not is_abstention("28.4 BLEU")
+    with pytest.raises(ValueError, match="prompt format"):
+        build_prompt("q", None, "poem")
+
+
+def test_each_method_runs_end_to_end(library, search, tiny_lm_dir):
+    root, chunks = library
+    model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
+    generator = Generator(model, tokenizer, "completion", max_new_tokens=4)
+    config = rerank.RerankerConfig(n_layers=1, max_length=64)
+    reranker = rerank.Reranker(rerank.init_cross_encoder(config, "cpu"))
+    question = "What BLEU score does the big Transformer reach on English-to-German?"
+    vanilla = answer_vanilla(question, generator)
+    naive = answer_naive(question, generator, search, k=3)
+    advanced = answer_advanced(question, generator, search, reranker, pool_k=8, top_n=2)
+    assert vanilla.ranked == () and vanilla.generation_s > 0
+    assert naive.prompt_passages == 3 and len(naive.ranked) == 5
+    assert advanced.prompt_passages == 2 and len(advanced.ranked) == len(advanced.pool) == 8
+    assert {p.chunk_id for p in advanced.ranked} == {p.chunk_id for p in advanced.pool}
+    assert advanced.abstained or advanced.citations
+
+
+def test_summary_scores_answers_with_the_shared_definition():
+    rows = [
+        {"method": "naive", "correct": True, "abstained": False, "hallucinated": False,
+         "gold_rank": 1, "gold_rank_before_rerank": 1, "latency_s": 1.0, "retrieval_s": 0.1},
+        {"method": "naive", "correct": False, "abstained": True, "hallucinated": False,
+         "gold_rank": 7, "gold_rank_before_rerank": 7, "latency_s": 3.0, "retrieval_s": 0.3},
+        {"method": "naive", "correct": False, "abstained": False, "hallucinated": True,
+         "gold_rank": None, "gold_rank_before_rerank": None, "latency_s": 2.0,
+         "retrieval_s": 0.2},
+    ]
+    row = benchmark.summarize(pl.DataFrame(rows)).row(0, named=True)
+    assert row["accuracy"] == row["abstention_rate"] == row["hallucination_rate"] == \
+        pytest.approx(1 / 3)
+    assert row["retrieval_recall_at_5"] == pytest.approx(1 / 3)
+    assert row["latency_p50_s"] == pytest.approx(2.0)
+    assert row["retrieval_p50_ms"] == pytest.approx(200.0)
+
+
+def test_rag_benchmark_asset_writes_rows_and_answers(library, tiny_lm_dir, monkeypatch, tmp_path):
+    root, _ = library
+    monkeypatch.setenv("LAB_DATA_DIR", str(root))
+    items = [i for i in load_qa(QA_FILE) if i.source in FIXTURE_PDFS][:2]
+    qa_file = tmp_path / "qa.jsonl"
+    qa_file.write_text("".join(json.dumps({"id": i.id, "question": i.question,
+                                           "answers": list(i.answers), "source": i.source,
+                                           "page": i.page}) + "\n" for i in items))
+    # The tiny local LM stands in for SmolLM2 only to keep the test fast: the same loader path
+    # (a local folder spec) that serves a user's Llama folder.
+    resources = {**resources_for("embedded"), "models": ModelRegistry(generator=str(tiny_lm_dir))}
+    result = dg.materialize(
+        [generator_model, reranker_model, rag_benchmark],
+        resources=resources,
+        run_config={"ops": {
+            "reranker_model": {"config": {"n_queries": 60, "n_layers": 1, "max_length": 64}},
+            "rag_benchmark": {"config": {"qa_file": str(qa_file), "max_new_tokens": 8,
+                                         "pool_k": 6}},
+        }},
+    )
+    assert result.success
+    table = read_table("rag_benchmark", root / "lab.duckdb")
+    assert sorted(table["method"]) == ["advanced", "naive", "vanilla"]
+    assert (table["n_questions"] == 2).all()
+    answers = pl.read_parquet(next((root / "rag_benchmark_answers").glob("*.parquet")))
+    assert answers.height == 6 and answers["answer"].dtype == pl.Utf8
+    advanced = table.filter(pl.col("method") == "advanced").row(0, named=True)
+    assert 0 <= advanced["retrieval_recall_at_5"] <= 1
