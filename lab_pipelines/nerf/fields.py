@@ -101,6 +101,11 @@ class DeformationMLP(nn.Module):
         in_dims = self.pos_enc.out_dims + self.time_enc.out_dims
         self.trunk = MLP(in_dims, cfg.deform_width, cfg.deform_depth, skip=cfg.skip)
         self.head = nn.Linear(cfg.deform_width, 3)
+        # Start as the identity warp (as Nerfies/HyperNeRF do): a randomly initialised head
+        # displaces every point by a high-frequency offset at t > 0 and scrambles the canonical
+        # field before it has learnt anything. Training moves the head off zero.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         dx = self.head(self.trunk(torch.cat([self.pos_enc(x), self.time_enc(t)], dim=-1)))
