@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from assets_defs.resources import CardResource, LabResource, ModelRegistry
 from lab_pipelines import models as model_registry
@@ -111,7 +112,7 @@ class RagBenchmarkConfig(dg.Config):
     top_n: int = benchmark.BenchmarkConfig.top_n
     prompt_format: str = "completion"
     max_new_tokens: int = 32
-    methods: list[str] = list(benchmark.METHODS)
+    methods: list[str] = Field(default_factory=lambda: list(benchmark.METHODS))
 
 
 @dg.asset(pool="gpu0", deps=["generator_model", "reranker_model", "chunk_embeddings"])

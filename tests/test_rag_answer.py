@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -167,8 +166,7 @@ def test_prompts_and_abstention():
         build_prompt("q", None, "poem")
 
 
-def test_each_method_runs_end_to_end(library, search, tiny_lm_dir):
-    root, chunks = library
+def test_each_method_runs_end_to_end(search, tiny_lm_dir):
     model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
     generator = Generator(model, tokenizer, "completion", max_new_tokens=4)
     config = rerank.RerankerConfig(n_layers=1, max_length=64)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from lab_pipelines.rag.generate import Generator, is_abstention
 from lab_pipelines.rag.qa import contains_answer
 from lab_pipelines.rag.rerank import Reranker, passage_input
-from lab_pipelines.rag.search import Passage, PaperSearch
+from lab_pipelines.rag.search import PaperSearch, Passage
 
 RANKED_AT_LEAST = 5  # retrieval recall is reported at 5 whatever the prompt holds
 

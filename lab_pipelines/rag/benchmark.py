@@ -23,7 +23,7 @@ from lab_pipelines.rag.answer import Answer, answer_advanced, answer_naive, answ
 from lab_pipelines.rag.generate import Generator
 from lab_pipelines.rag.qa import QAItem, answer_is_correct
 from lab_pipelines.rag.rerank import Reranker
-from lab_pipelines.rag.search import Passage, PaperSearch
+from lab_pipelines.rag.search import PaperSearch, Passage
 
 log = logging.getLogger(__name__)
 
