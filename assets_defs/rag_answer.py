@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import time
 from pathlib import Path
 
@@ -80,12 +81,38 @@ def reranker_model(context: dg.AssetExecutionContext, config: RerankerModelConfi
     context.log.info(f"{len(train)} training and {len(heldout)} held-out pseudo-query groups")
     cross_encoder, report = rerank.train_reranker(train, heldout, settings, device)
     target = rerank.save_reranker(cross_encoder, _models_dir(lab) / "reranker")
+    atomic_write_bytes(_quality_file(lab), json.dumps({
+        "heldout_top1_before": report.heldout_accuracy_before,
+        "heldout_top1_after": report.heldout_accuracy_after}).encode())
     return dg.MaterializeResult(metadata={
         "path": str(target), "device": device, "train_groups": report.n_train,
         "heldout_groups": report.n_heldout, "steps": report.steps,
         "train_seconds": round(report.train_seconds, 1),
         "heldout_top1_before": report.heldout_accuracy_before,
         "heldout_top1_after": report.heldout_accuracy_after, "chance": report.chance})
+
+
+def _quality_file(lab: LabResource) -> Path:
+    return _models_dir(lab) / "reranker_quality.json"
+
+
+def _gated_reranker(lab: LabResource, models: ModelRegistry, device: str,
+                    log) -> tuple[rerank.Reranker | None, str]:
+    """The re-ranker the advanced method uses, and why.
+
+    A configured cross-encoder is used as given. The corpus-trained one is used only if it
+    beat its untrained initialisation on held-out pseudo-queries: a re-ranker that ranks at
+    chance would shuffle the fused pool and only cost recall."""
+    if not models.reranker:
+        quality = json.loads(_quality_file(lab).read_text()) if _quality_file(lab).exists() else {}
+        before, after = quality.get("heldout_top1_before"), quality.get("heldout_top1_after")
+        if before is None or after is None or after <= before:
+            reason = (f"corpus-trained re-ranker rejected by its quality gate (held-out top-1 "
+                      f"{after} after training vs {before} untrained): hybrid order kept")
+            log(reason)
+            return None, reason
+    spec = _reranker_spec(lab, models)
+    return rerank.Reranker(model_registry.load_cross_encoder(spec, device)), f"cross-encoder {spec}"
 
 
 @dg.asset_check(asset=reranker_model)
@@ -130,8 +157,7 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
     generator = Generator(model, tokenizer, config.prompt_format, config.max_new_tokens)
     embedder = model_registry.load_embedder(models.embedder, device)
     search = PaperSearch(lab.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
-    reranker = rerank.Reranker(model_registry.load_cross_encoder(
-        _reranker_spec(lab, models), device))
+    reranker, reranker_used = _gated_reranker(lab, models, device, context.log.warning)
     settings = benchmark.BenchmarkConfig(naive_k=config.naive_k, pool_k=config.pool_k,
                                          top_n=config.top_n, methods=tuple(config.methods))
     started = time.perf_counter()
@@ -141,7 +167,7 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
     summary = benchmark.summarize(per_question).with_columns(
         pl.lit(config.prompt_format).alias("prompt_format"),
         pl.lit(models.generator).alias("generator"), pl.lit(device).alias("device"),
-        pl.lit(round(wall_s, 1)).alias("wall_s"))
+        pl.lit(round(wall_s, 1)).alias("wall_s"), pl.lit(reranker_used).alias("reranker"))
     append_rows(BENCHMARK_TABLE, summary, run_id=context.run_id, db_path=lab.duckdb_path(),
                 required=REQUIRED_COLUMNS)
     answers_path = lab.duckdb_path().parent / "rag_benchmark_answers" / f"{context.run_id}.parquet"
@@ -154,4 +180,5 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
         "table": dg.MetadataValue.md(markdown_table(shown)),
         "chart": dg.MetadataValue.md(f"![rag benchmark](data:image/png;base64,{chart})"),
         "answers_parquet": dg.MetadataValue.path(str(answers_path)),
+        "reranker": reranker_used,
         "n_questions": len(items), "wall_s": round(wall_s, 1), "device": device})

@@ -63,10 +63,15 @@ def answer_naive(question: str, generator: Generator, search: PaperSearch, k: in
                   prompt_passages=len(shown), retrieval_s=retrieval_s, generation_s=seconds)
 
 
-def rerank(question: str, search: PaperSearch, reranker: Reranker,
+def rerank(question: str, search: PaperSearch, reranker: Reranker | None,
            pool_k: int = 12) -> tuple[list[Passage], list[Passage]]:
-    """(fused pool in RRF order, the same passages re-ranked by the cross-encoder)."""
+    """(fused pool in RRF order, the same passages re-ranked by the cross-encoder).
+
+    Without a re-ranker (none configured, or the trained one failed its quality gate) the
+    fused order stands."""
     pool = search.hybrid(question, pool_k)
+    if reranker is None:
+        return pool, list(pool)
     scores = reranker.score(question, [passage_input(p.title, p.text) for p in pool])
     order = sorted(range(len(pool)), key=lambda i: -scores[i])
     return pool, [pool[i] for i in order]
@@ -78,7 +83,8 @@ def cite(answer: str, passages: list[Passage]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p.citation for p in backing))
 
 
-def answer_advanced(question: str, generator: Generator, search: PaperSearch, reranker: Reranker,
+def answer_advanced(question: str, generator: Generator, search: PaperSearch,
+                    reranker: Reranker | None,
                     pool_k: int = 12, top_n: int = 3) -> Answer:
     started = time.perf_counter()
     pool, ranked = rerank(question, search, reranker, pool_k)

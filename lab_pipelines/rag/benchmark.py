@@ -48,7 +48,7 @@ def gold_rank(item: QAItem, passages: Sequence[Passage]) -> int | None:
 
 
 def _answer(method: str, item: QAItem, generator: Generator, search: PaperSearch,
-            reranker: Reranker, config: BenchmarkConfig) -> Answer:
+            reranker: Reranker | None, config: BenchmarkConfig) -> Answer:
     if method == "vanilla":
         return answer_vanilla(item.question, generator)
     if method == "naive":

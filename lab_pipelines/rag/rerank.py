@@ -259,15 +259,21 @@ def save_reranker(cross_encoder, target: Path) -> Path:
 
 
 class Reranker:
-    """Scores (query, passage) pairs with a CrossEncoder; int8 linear layers on CPU for speed."""
+    """Scores (query, passage) pairs with a CrossEncoder in fp32.
 
-    def __init__(self, cross_encoder, quantize_on_cpu: bool = True) -> None:
+    Dynamic int8 quantization is off by default: measured on 40 held-out pseudo-query groups
+    (this EPYC CPU), int8 scores had mean per-group Spearman 0.15 with the fp32 scores and the
+    top passage agreed on only 30% of groups; bf16 autocast did little better (0.53, 50%). The
+    score margins between passages are small, so reduced precision reorders them.
+    """
+
+    def __init__(self, cross_encoder, quantize_on_cpu: bool = False) -> None:
         self.cross_encoder = cross_encoder
         self.model = cross_encoder.transformers_model.eval()
         self.tokenizer = cross_encoder.tokenizer
         self.device = str(cross_encoder.device)
         if quantize_on_cpu and self.device == "cpu":
-            # Dynamic int8 matmuls roughly halve CPU re-rank latency for a negligible score change.
+            # Opt-in only: faster, but it reorders small score margins (see the class docstring).
             self.model = torch.ao.quantization.quantize_dynamic(
                 self.model, {torch.nn.Linear}, dtype=torch.qint8)
 
