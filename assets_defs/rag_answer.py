@@ -168,9 +168,9 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
         pl.lit(config.prompt_format).alias("prompt_format"),
         pl.lit(models.generator).alias("generator"), pl.lit(device).alias("device"),
         pl.lit(round(wall_s, 1)).alias("wall_s"), pl.lit(reranker_used).alias("reranker"))
-    append_rows(BENCHMARK_TABLE, summary, run_id=context.run_id, db_path=lab.duckdb_path(),
+    append_rows(BENCHMARK_TABLE, summary, run_id=context.run.run_id, db_path=lab.duckdb_path(),
                 required=REQUIRED_COLUMNS)
-    answers_path = lab.duckdb_path().parent / "rag_benchmark_answers" / f"{context.run_id}.parquet"
+    answers_path = lab.duckdb_path().parent / "rag_benchmark_answers" / f"{context.run.run_id}.parquet"
     buffer = io.BytesIO()
     per_question.write_parquet(buffer)
     atomic_write_bytes(answers_path, buffer.getvalue())
