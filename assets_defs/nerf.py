@@ -62,22 +62,24 @@ class SceneConfig(dg.Config):
     seed: int = 0
 
 
+def _write_scene(context: dg.AssetExecutionContext, config: SceneConfig, lab: LabResource,
+                 name: str, writer) -> dg.MaterializeResult:
+    folder = Path(config.out_dir) if config.out_dir else lab.root() / "scenes" / name
+    writer(folder, config.size, config.n_train, config.n_val, config.n_test, seed=config.seed)
+    context.log.info(f"{name} written to {folder}")
+    return dg.MaterializeResult(metadata=_scene_metadata(folder))
+
+
 @dg.asset(description="Analytic bouncing spheres, 100 timestamps, one hemisphere camera each, D-NeRF format.")
 def bouncing_balls_scene(context: dg.AssetExecutionContext, config: SceneConfig,
                          lab: LabResource) -> dg.MaterializeResult:
-    folder = Path(config.out_dir) if config.out_dir else lab.root() / "scenes" / "bouncing_balls"
-    write_bouncing_balls(folder, config.size, config.n_train, config.n_val, config.n_test, seed=config.seed)
-    context.log.info(f"bouncing_balls written to {folder}")
-    return dg.MaterializeResult(metadata=_scene_metadata(folder))
+    return _write_scene(context, config, lab, "bouncing_balls", write_bouncing_balls)
 
 
 @dg.asset(description="panda3d's textured panda walk cycle rendered headless, D-NeRF format.")
 def panda_walk_scene(context: dg.AssetExecutionContext, config: SceneConfig,
                      lab: LabResource) -> dg.MaterializeResult:
-    folder = Path(config.out_dir) if config.out_dir else lab.root() / "scenes" / "panda_walk"
-    write_panda_walk(folder, config.size, config.n_train, config.n_val, config.n_test, seed=config.seed)
-    context.log.info(f"panda_walk written to {folder}")
-    return dg.MaterializeResult(metadata=_scene_metadata(folder))
+    return _write_scene(context, config, lab, "panda_walk", write_panda_walk)
 
 
 class NerfTrainConfig(dg.Config):
