@@ -8,7 +8,6 @@ at what it trained, and `nerf_benchmark` evaluates that unless its config names 
 """
 
 
-import base64
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -31,14 +30,10 @@ from lab_pipelines.nerf.synthetic import write_bouncing_balls
 from lab_pipelines.nerf.train import METHODS, TrainConfig, load_checkpoint, result_from_checkpoint
 from lab_pipelines.nerf.train import train as train_field
 from lab_pipelines.paths import atomic_write_bytes
-from lab_pipelines.tables import append_rows, latest_run, markdown_table
+from lab_pipelines.tables import append_rows, image_markdown, latest_run, markdown_table
 
 # Training seconds per method when the run config leaves the budget at 0.
 DEFAULT_BUDGET_S = {"embedded": 120.0, "gpu": 1800.0}
-
-
-def _image_md(payload: bytes, alt: str, mime: str = "image/png") -> str:
-    return f"![{alt}](data:{mime};base64,{base64.b64encode(payload).decode()})"
 
 
 def _scene_metadata(folder: Path) -> dict:
@@ -49,7 +44,7 @@ def _scene_metadata(folder: Path) -> dict:
                    for split in ("train", "val", "test")},
         "resolution": f"{train.width}x{train.height}",
         "object_pixel_share": round(float((train.alphas > 0.5).float().mean()), 3),
-        "first_frame": dg.MetadataValue.md(_image_md((folder / "train" / "r_000.png").read_bytes(), "frame 0")),
+        "first_frame": dg.MetadataValue.md(image_markdown((folder / "train" / "r_000.png").read_bytes(), "frame 0")),
     }
 
 
@@ -183,9 +178,9 @@ def nerf_benchmark(context: dg.AssetExecutionContext, config: NerfBenchmarkConfi
     for run in runs:
         method = run.trained.method
         metadata[f"{method}_test_views"] = dg.MetadataValue.md(
-            _image_md(run.evaluated.montage_png.read_bytes(), f"{method}: ground truth (top) vs render"))
+            image_markdown(run.evaluated.montage_png.read_bytes(), f"{method}: ground truth (top) vs render"))
         metadata[f"{method}_time_sweep"] = dg.MetadataValue.md(
-            _image_md(run.evaluated.time_sweep_gif.read_bytes(), f"{method}: time sweep", "image/gif"))
+            image_markdown(run.evaluated.time_sweep_gif.read_bytes(), f"{method}: time sweep", "image/gif"))
         metadata[f"{method}_renders"] = dg.MetadataValue.path(str(run.evaluated.montage_png.parent))
     return dg.MaterializeResult(metadata=metadata)
 

@@ -1,6 +1,5 @@
 """RAG answering assets: the generator cache, the corpus-trained re-ranker, the benchmark."""
 
-import base64
 import io
 import json
 import time
@@ -18,7 +17,7 @@ from lab_pipelines.rag.generate import Generator
 from lab_pipelines.rag.index import embed_texts
 from lab_pipelines.rag.qa import load_qa
 from lab_pipelines.rag.search import PaperSearch
-from lab_pipelines.tables import append_rows, markdown_table
+from lab_pipelines.tables import append_rows, image_markdown, markdown_table
 
 BENCHMARK_TABLE = "rag_benchmark"
 REQUIRED_COLUMNS = ("method", "n_questions", "accuracy", "hallucination_rate", "abstention_rate",
@@ -174,11 +173,10 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
     buffer = io.BytesIO()
     per_question.write_parquet(buffer)
     atomic_write_bytes(answers_path, buffer.getvalue())
-    chart = base64.b64encode(benchmark.bar_chart_png(summary)).decode()
     shown = summary.select(*REQUIRED_COLUMNS, "recall_at_5_before_rerank", "retrieval_p50_ms")
     return dg.MaterializeResult(metadata={
         "table": dg.MetadataValue.md(markdown_table(shown)),
-        "chart": dg.MetadataValue.md(f"![rag benchmark](data:image/png;base64,{chart})"),
+        "chart": dg.MetadataValue.md(image_markdown(benchmark.bar_chart_png(summary), "rag benchmark")),
         "answers_parquet": dg.MetadataValue.path(str(answers_path)),
         "reranker": reranker_used,
         "n_questions": len(items), "wall_s": round(wall_s, 1), "device": device})

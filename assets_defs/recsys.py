@@ -18,11 +18,11 @@ from assets_defs.resources import CardResource, LabResource
 from lab_pipelines.paths import atomic_write_bytes
 from lab_pipelines.recsys import data
 from lab_pipelines.recsys.baselines import SVD_TUNED, SVDParams
-from lab_pipelines.recsys.benchmark import baseline_rows, learning_curve_png, png_markdown, row
+from lab_pipelines.recsys.benchmark import baseline_rows, learning_curve_png, row
 from lab_pipelines.recsys.cmc import CMCConfig
 from lab_pipelines.recsys.sweep import TAUS, temperature_sweep
 from lab_pipelines.recsys.train import load_checkpoint, train_cmc, train_cmc_distributed
-from lab_pipelines.tables import append_rows, latest_run, markdown_table
+from lab_pipelines.tables import append_rows, image_markdown, latest_run, markdown_table
 
 BENCHMARK_COLUMNS = ("model", "dataset", "split", "rmse", "recall_at_10", "catalog_coverage",
                      "train_seconds")
@@ -159,7 +159,7 @@ def cmc_model(context: dg.AssetExecutionContext, config: CMCModelConfig, gpu0: C
     return dg.MaterializeResult(metadata={
         "checkpoint": dg.MetadataValue.path(str(ckpt)),
         "metrics": dg.MetadataValue.md(markdown_table(pl.DataFrame([metrics]))),
-        "learning_curve": dg.MetadataValue.md(png_markdown(curve, "learning curve")),
+        "learning_curve": dg.MetadataValue.md(image_markdown(curve, "learning curve")),
         "best_val_rmse": result.best_val_rmse, "train_seconds": result.train_seconds,
     })
 
@@ -207,7 +207,7 @@ def recsys_benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig,
     return dg.MaterializeResult(metadata={
         "rows_written": n,
         "table": dg.MetadataValue.md(markdown_table(rows)),
-        "learning_curve": dg.MetadataValue.md(png_markdown(curve, "learning curve")),
+        "learning_curve": dg.MetadataValue.md(image_markdown(curve, "learning curve")),
     })
 
 

@@ -8,6 +8,7 @@ never collide on DuckDB's single-writer file lock.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import time
 from collections.abc import Iterator, Sequence
@@ -123,6 +124,11 @@ def latest_run(table: str, db_path: Path | None = None) -> pl.DataFrame:
         return frame
     last = frame.sort("created_at").get_column("run_id").to_list()[-1]
     return frame.filter(pl.col("run_id") == last)
+
+
+def image_markdown(payload: bytes, alt: str, mime: str = "image/png") -> str:
+    """An inline image (PNG, GIF) as Markdown, for Dagster metadata."""
+    return f"![{alt}](data:{mime};base64,{base64.b64encode(payload).decode()})"
 
 
 def markdown_table(frame: pl.DataFrame, float_digits: int = 3) -> str:
