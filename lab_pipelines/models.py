@@ -87,8 +87,9 @@ def load_embedder(spec: str = EMBEDDER_DEFAULT, device: str = "cpu"):
     return SentenceTransformer(str(resolve_model_dir(spec)), device=device)
 
 
-def load_cross_encoder(spec: str, device: str = "cpu", max_length: int = 256):
-    """A sentence-transformers cross-encoder (re-ranker)."""
+def load_cross_encoder(spec: str, device: str = "cpu", max_length: int | None = None):
+    """A sentence-transformers cross-encoder (re-ranker); `max_length` None keeps the saved
+    one, which is what a corpus-trained re-ranker was trained at."""
     from sentence_transformers import CrossEncoder
 
     return CrossEncoder(str(resolve_model_dir(spec)), device=device, max_length=max_length)

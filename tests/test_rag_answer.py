@@ -7,6 +7,7 @@ import json
 import shutil
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -16,7 +17,7 @@ from assets_defs.resources import ModelRegistry, resources_for
 from lab_pipelines import models
 from lab_pipelines.paths import REPO_ROOT
 from lab_pipelines.rag import benchmark, rerank
-from lab_pipelines.rag.answer import answer_advanced, answer_naive, answer_vanilla
+from lab_pipelines.rag.answer import answer_advanced, answer_naive, answer_vanilla, fuse_ranks
 from lab_pipelines.rag.generate import Generator, build_prompt, is_abstention
 from lab_pipelines.rag.index import embed_texts, sync_index
 from lab_pipelines.rag.library import build_library, scan_library
@@ -35,20 +36,39 @@ def embedder():
     return models.load_embedder()
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory, embedder):
-    """Three real papers, chunked and indexed into LanceDB, as the ingestion assets would."""
-    missing = [name for name in FIXTURE_PDFS if not (PAPERS / name).exists()]
+# Eight real papers, ~440 chunks: enough pseudo-queries for the re-ranker to learn from while
+# two whole papers stay held out.
+TRAINING_PDFS = ["zoo__zoo.pdf", "quantreg__rq.pdf", "sandwich__sandwich.pdf",
+                 "attention_is_all_you_need_1706.03762.pdf", "strucchange__strucchange-intro.pdf",
+                 "lme4__Theory.pdf", "survival__concordance.pdf", "glmnet__Coxnet.pdf"]
+
+
+def _indexed_library(root, names, embedder) -> pl.DataFrame:
+    """The papers chunked and indexed into LanceDB under `root`, as the ingestion assets would."""
+    missing = [name for name in names if not (PAPERS / name).exists()]
     if missing:
         pytest.skip(f"papers not fetched (run `make setup`): {missing}")
-    root = tmp_path_factory.mktemp("rag_lab")
-    for name in FIXTURE_PDFS:
-        (root / "papers").mkdir(exist_ok=True)
+    (root / "papers").mkdir()
+    for name in names:
         shutil.copy(PAPERS / name, root / "papers" / name)
     built = build_library(scan_library(root / "papers"))
     built.chunks.write_parquet(root / "chunks.parquet")
     sync_index(root / "lancedb", built.chunks, lambda t: embed_texts(embedder, t), 384)
-    return root, built.chunks
+    return built.chunks
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, embedder):
+    """Three real papers, chunked and indexed."""
+    root = tmp_path_factory.mktemp("rag_lab")
+    return root, _indexed_library(root, FIXTURE_PDFS, embedder)
+
+
+@pytest.fixture(scope="module")
+def training_library(tmp_path_factory, embedder):
+    root = tmp_path_factory.mktemp("rag_train")
+    _indexed_library(root, TRAINING_PDFS, embedder)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -105,23 +125,43 @@ def test_hard_negatives_exclude_source_and_overlapping_neighbours(library, embed
         assert g.positive not in g.negatives
 
 
-def test_reranker_trains_on_pseudo_queries_and_reloads_identically(library, embedder):
+def test_pseudo_queries_lie_inside_what_the_cross_encoder_reads(library, embedder):
     root, _ = library
-    config = rerank.RerankerConfig(n_queries=120, n_layers=1, max_length=96, n_negatives=3,
-                                   heldout_fraction=0.34, batch_groups=8, seed=0)
+    config = rerank.RerankerConfig(n_queries=80, max_length=128, keep_sentence_prob=1.0)
     train, heldout = rerank.build_training_set(
         root / "lancedb", lambda t: embed_texts(embedder, t), config)
-    assert len(train) >= 20 and len(heldout) >= 10
-    heldout_files = {g.positive.split(". ")[0] for g in heldout}
-    assert heldout_files.isdisjoint({g.positive.split(". ")[0] for g in train})  # split by paper
+    tokenizer = rerank.init_cross_encoder(config, "cpu").tokenizer
+    assert len(train) + len(heldout) >= 40
+    for g in train + heldout:
+        enc = tokenizer(g.query, g.positive, truncation="longest_first", max_length=128,
+                        return_offsets_mapping=True)
+        read_up_to = max(end for (_, end), side in zip(enc["offset_mapping"], enc.sequence_ids())
+                         if side == 1)
+        assert g.positive.index(g.query) + len(g.query) <= read_up_to, g.query[:60]
+
+
+def test_reranker_beats_its_untrained_initialisation_and_reloads_identically(training_library,
+                                                                            embedder):
+    root = training_library
+    # The library-wide defaults (three layers, one pass) on a smaller library at 128 tokens:
+    # ~60 steps, about a minute on 2 cores. One layer does not learn at all; measured.
+    config = rerank.RerankerConfig(n_queries=600, queries_per_chunk=2, max_length=128,
+                                   heldout_fraction=0.25, seed=0)
+    train, heldout = rerank.build_training_set(
+        root / "lancedb", lambda t: embed_texts(embedder, t), config)
+    assert len(train) >= 300 and len(heldout) >= 50
+    assert {g.doc_id for g in heldout}.isdisjoint({g.doc_id for g in train})  # split by paper
     cross_encoder, report = rerank.train_reranker(train, heldout, config)
     assert report.steps == -(-len(train) // config.batch_groups)
-    assert 0 <= report.heldout_accuracy_after <= 1 and report.chance == 0.25
+    assert report.chance == 0.25
+    # Papers unseen in training: the fine-tuned model must rank the positive first clearly
+    # more often than the same network with its fresh head (measured 0.21 -> 0.66 at seed 0).
+    assert report.heldout_accuracy_after >= report.heldout_accuracy_before + 0.15, report
     saved = rerank.save_reranker(cross_encoder, root / "reranker")
-    reloaded = models.load_cross_encoder(str(saved), max_length=96)
+    reloaded = models.load_cross_encoder(str(saved))
+    assert reloaded.max_seq_length == 128  # the trained length travels with the model
     assert rerank.group_accuracy(reloaded, heldout) == pytest.approx(
         report.heldout_accuracy_after, abs=1e-9)
-    # The default scorer is the fp32 model itself: its argmax matches group_accuracy's.
     scorer = rerank.Reranker(reloaded)
     hits = sum(int(scorer.score(g.query, [g.positive, *g.negatives]).argmax() == 0)
                for g in heldout)
@@ -183,6 +223,15 @@ def test_each_method_runs_end_to_end(search, tiny_lm_dir):
     assert advanced.abstained or advanced.citations
 
 
+def test_rank_fusion_lets_the_cross_encoder_vote_without_overriding_retrieval():
+    pool_rank = np.arange(4)
+    # Both agree: order unchanged. Swapped neighbours tie on RRF: the pool's order wins.
+    assert fuse_ranks(pool_rank, pool_rank).tolist() == [0, 1, 2, 3]
+    assert fuse_ranks(pool_rank, np.array([1, 0, 2, 3])).tolist() == [0, 1, 2, 3]
+    # The cross-encoder's favourite, third in the pool, moves up past the items it ranks last.
+    assert fuse_ranks(pool_rank, np.array([3, 2, 0, 1])).tolist() == [2, 0, 1, 3]
+
+
 def test_summary_scores_answers_with_the_shared_definition():
     rows = [
         {"method": "naive", "correct": True, "abstained": False, "hallucinated": False,
@@ -216,7 +265,7 @@ def test_rag_benchmark_asset_writes_rows_and_answers(library, tiny_lm_dir, monke
         [generator_model, reranker_model, rag_benchmark],
         resources=resources,
         run_config={"ops": {
-            "reranker_model": {"config": {"n_queries": 60, "n_layers": 1, "max_length": 64}},
+            "reranker_model": {"config": {"n_queries": 60, "n_layers": 1, "max_length": 128}},
             "rag_benchmark": {"config": {"qa_file": str(qa_file), "max_new_tokens": 8,
                                          "pool_k": 6}},
         }},

@@ -34,7 +34,8 @@ RECALL_K = 5
 @dataclass(frozen=True)
 class BenchmarkConfig:
     naive_k: int = 3  # same prompt budget as advanced's top_n: only retrieval differs
-    pool_k: int = 12
+    pool_k: int = 8  # hybrid pool the cross-encoder re-ranks
+    fuse: bool = True  # fuse the cross-encoder's order with the pool's (RRF) instead of replacing it
     top_n: int = 3
     methods: tuple[str, ...] = METHODS
 
@@ -55,7 +56,7 @@ def _answer(method: str, item: QAItem, generator: Generator, search: PaperSearch
         return answer_naive(item.question, generator, search, config.naive_k)
     if method == "advanced":
         return answer_advanced(item.question, generator, search, reranker, config.pool_k,
-                               config.top_n)
+                               config.top_n, config.fuse)
     raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
 
 

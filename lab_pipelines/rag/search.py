@@ -51,8 +51,9 @@ class PaperSearch:
         return _passages(rows, "_distance")
 
     def keyword(self, query: str, k: int = 5) -> list[Passage]:
+        # Naming `_score` keeps it in the result and silences lance's auto-projection warning.
         rows = (self.table.search(query, query_type="fts", fts_columns="text")
-                .select(RESULT_COLUMNS).limit(k).to_list())
+                .select([*RESULT_COLUMNS, "_score"]).limit(k).to_list())
         return _passages(rows, "_score")
 
     def hybrid(self, query: str, k: int = 5) -> list[Passage]:
