@@ -113,9 +113,9 @@ def _gated_reranker(lab: LabResource, models: ModelRegistry, device: str,
                       "hybrid order kept")
             log(reason)
             return None, reason
-    spec = _reranker_spec(lab, models)
-    cross_encoder = model_registry.load_cross_encoder(spec, device)
-    return rerank.Reranker(cross_encoder, bf16=True), f"cross-encoder {spec}"
+    cross_encoder = model_registry.load_cross_encoder(_reranker_spec(lab, models), device)
+    label = f"cross-encoder {models.reranker}" if models.reranker else "corpus-trained cross-encoder"
+    return rerank.Reranker(cross_encoder, bf16=True), label
 
 
 @dg.asset_check(asset=reranker_model)
