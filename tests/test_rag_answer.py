@@ -168,6 +168,27 @@ def test_reranker_beats_its_untrained_initialisation_and_reloads_identically(tra
     assert hits / len(heldout) == pytest.approx(report.heldout_accuracy_after, abs=1e-9)
 
 
+def test_a_classic_sequence_classification_cross_encoder_can_replace_ours(tmp_path):
+    """What `models.reranker` points at is usually a hub CrossEncoder: a BERT with a
+    classification head, not our modular folder. A tiny random one saved like a hub folder."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(models.resolve_model_dir(models.EMBEDDER_DEFAULT))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=1)
+    BertForSequenceClassification(config).eval().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    reranker = rerank.Reranker(models.load_cross_encoder(str(tmp_path), max_length=64))
+    passages = ["Attention maps queries to keys.", "Zoo handles irregular time series.", "x"]
+    scores = reranker.score("What does attention map?", passages)
+    assert scores.shape == (3,) and np.isfinite(scores).all() and len(set(scores.tolist())) == 3
+    # Same numbers as sentence-transformers' own predict (raw logits, no sigmoid).
+    expected = reranker.cross_encoder.predict(
+        [("What does attention map?", p) for p in passages], activation_fn=torch.nn.Identity())
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_tiny_causal_lm_loads_with_sdpa_on_cpu_and_generates(tiny_lm_dir):
     model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
     assert model.config._attn_implementation == models.attention_implementation("cpu") == "sdpa"
