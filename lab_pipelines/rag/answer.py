@@ -77,7 +77,7 @@ def rerank(question: str, search: PaperSearch, reranker: Reranker | None,
 
     The cross-encoder's order is fused with the pool's own (`fuse`) rather than replacing it:
     measured on the QA set, the corpus-trained cross-encoder alone put the gold page first for
-    43% of questions against 70% for hybrid retrieval, and its vote only helps beside the
+    44% of questions against 69% for hybrid retrieval, and its vote only helps beside the
     retriever's. Without a re-ranker (none configured, or the trained one failed its quality
     gate) the fused pool order stands."""
     pool = search.hybrid(question, pool_k)

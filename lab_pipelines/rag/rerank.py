@@ -1,10 +1,12 @@
 """A cross-encoder re-ranker trained on the library itself (no re-ranker ships offline).
 
-Training data is the inverse cloze task (Lee et al., ORQA 2019): a sentence taken out of a
-chunk is a pseudo-query, that chunk (half the time with the sentence removed, so the model must
-match context rather than copy) is the positive, and the chunks a dense retriever ranks
-highest for the sentence, minus the source chunk and its overlapping neighbours, are hard
-negatives. Query sentences are drawn only from the part of a chunk the cross-encoder sees
+Training data is mined from the indexed chunks. Half the pseudo-queries follow the inverse
+cloze task (Lee et al., ORQA 2019): a sentence taken out of a chunk is the query, and that
+chunk (half the time with the sentence removed, so the model must match context rather than
+copy) is the positive. The other half are a few consecutive words of a sentence, kept in the
+chunk: short keyword-like queries. Hard negatives are the chunks dense and full-text retrieval
+rank highest for the query, alternating as in the hybrid pool the model re-orders, minus the
+source chunk and its overlapping neighbours. Query sentences are drawn only from the part of a chunk the cross-encoder sees
 after truncation: a sentence past that point leaves the positive without evidence.
 
 The model is the packaged all-MiniLM-L6-v2 BERT cut to its first layers, mean-pooled over the
@@ -77,6 +79,12 @@ class PseudoQuery:
 def passage_input(title: str, text: str) -> str:
     """What the cross-encoder reads for a passage: the paper title tells it which paper."""
     return f"{title}. {text}" if title else text
+
+
+def _chunk_passages(chunks: pl.DataFrame) -> list[str]:
+    """Every chunk as the cross-encoder reads it, whitespace collapsed as in mined queries."""
+    return [passage_input(t, " ".join(x.split()))
+            for t, x in zip(chunks["title"], chunks["text"], strict=True)]
 
 
 def split_sentences(text: str) -> list[str]:
@@ -169,8 +177,7 @@ def add_hard_negatives(queries: pl.DataFrame, chunks: pl.DataFrame, chunk_vector
     near = (doc[None, :] == doc[src][:, None]) & (np.abs(index[None, :] - index[src][:, None]) <= 1)
     scores[near] = -np.inf
     dense = np.argsort(-scores, axis=1)[:, : n_negatives * 2]
-    texts = [passage_input(t, " ".join(x.split()))
-             for t, x in zip(chunks["title"], chunks["text"], strict=True)]
+    texts = _chunk_passages(chunks)
     out = []
     for n, (q, positive) in enumerate(zip(queries["query"], queries["positive"], strict=True)):
         keyword = [r for r in (keyword_rows[n] if keyword_rows else []) if not near[n, r]]
@@ -181,10 +188,9 @@ def add_hard_negatives(queries: pl.DataFrame, chunks: pl.DataFrame, chunk_vector
     return out
 
 
-def keyword_hits(db_uri: Path, chunk_ids: Sequence[str], queries: Sequence[str], k: int,
-                 table_name: str = TABLE) -> list[list[int]]:
-    """Row numbers (into `chunk_ids`) of each query's top-`k` full-text hits."""
-    table = lancedb.connect(str(db_uri)).open_table(table_name)
+def keyword_hits(table, chunk_ids: Sequence[str], queries: Sequence[str],
+                 k: int) -> list[list[int]]:
+    """Row numbers (into `chunk_ids`) of each query's top-`k` full-text hits in a LanceDB table."""
     row_of = {c: i for i, c in enumerate(chunk_ids)}
     return [[row_of[r["chunk_id"]] for r in table.search(q, query_type="fts", fts_columns="text")
              .select(["chunk_id", "_score"]).limit(k).to_list()] for q in queries]
@@ -192,7 +198,11 @@ def keyword_hits(db_uri: Path, chunk_ids: Sequence[str], queries: Sequence[str],
 
 def read_index(db_uri: Path, table_name: str = TABLE) -> tuple[pl.DataFrame, np.ndarray]:
     """The chunk rows and their unit-norm vectors from the LanceDB table."""
-    table = lancedb.connect(str(db_uri)).open_table(table_name).to_arrow()
+    return _read_table(lancedb.connect(str(db_uri)).open_table(table_name))
+
+
+def _read_table(lance_table) -> tuple[pl.DataFrame, np.ndarray]:
+    table = lance_table.to_arrow()
     frame = pl.from_arrow(table.drop_columns(["vector"]))
     vectors = np.stack(table.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
     return frame, vectors
@@ -208,19 +218,18 @@ def build_training_set(db_uri: Path, embed: Callable[[Sequence[str]], np.ndarray
 
     from lab_pipelines.models import resolve_model_dir
 
-    chunks, vectors = read_index(db_uri)
+    table = lancedb.connect(str(db_uri)).open_table(TABLE)
+    chunks, vectors = _read_table(table)
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_dir(config.init_model)))
-    passages = [passage_input(t, " ".join(x.split())) for t, x in zip(chunks["title"],
-                                                                      chunks["text"], strict=True)]
+    visible = visible_chars(_chunk_passages(chunks), tokenizer, config.max_length)
     queries = mine_pseudo_queries(chunks, config.n_queries, config.keep_sentence_prob,
-                                  config.seed, visible_chars(passages, tokenizer, config.max_length),
-                                  config.queries_per_chunk, config.span_prob)
+                                  config.seed, visible, config.queries_per_chunk, config.span_prob)
     if queries.height == 0:
         raise ValueError(f"No usable sentences in {db_uri} to mine pseudo-queries from.")
     query_texts = queries["query"].to_list()
     groups = add_hard_negatives(
         queries, chunks, vectors, embed(query_texts), config.n_negatives,
-        keyword_hits(db_uri, chunks["chunk_id"].to_list(), query_texts, 2 * config.n_negatives))
+        keyword_hits(table, chunks["chunk_id"].to_list(), query_texts, 2 * config.n_negatives))
     docs = sorted(set(chunks["doc_id"]))
     random.Random(config.seed).shuffle(docs)
     heldout_docs = set(docs[: max(1, round(len(docs) * config.heldout_fraction))])
@@ -248,9 +257,10 @@ def init_cross_encoder(config: RerankerConfig, device: str):
 
 def pair_scores(cross_encoder, query_passage_pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
     """Raw relevance logits, one per pair, through the CrossEncoder's own tokenisation."""
-    features = cross_encoder.preprocess(list(query_passage_pairs))
-    features = {k: v.to(cross_encoder.device) if isinstance(v, torch.Tensor) else v
-                for k, v in features.items()}
+    from sentence_transformers.util import batch_to_device
+
+    features = batch_to_device(cross_encoder.preprocess(list(query_passage_pairs)),
+                               cross_encoder.device)
     return cross_encoder(features)["scores"].view(-1)
 
 
@@ -305,8 +315,9 @@ def train_reranker(train: Sequence[PseudoQuery], heldout: Sequence[PseudoQuery],
     total = steps_per_epoch * config.epochs
     # The score head starts random while the encoder is pretrained: a short run only gets the
     # head somewhere if it learns faster than the encoder it sits on.
-    head = [p for n, p in cross_encoder.named_parameters() if n.startswith("2.")]
-    body = [p for n, p in cross_encoder.named_parameters() if not n.startswith("2.")]
+    head = list(cross_encoder[-1].parameters())  # the Dense score module, last in the stack
+    in_head = {id(p) for p in head}
+    body = [p for p in cross_encoder.parameters() if id(p) not in in_head]
     optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr},
                                    {"params": head, "lr": config.head_lr}], weight_decay=0.01)
     warmup = max(1, total // 10)
