@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets_defs import nerf, rag, rag_answer, recsys, reports, schedules
+from assets_defs import nerf, rag, rag_answer, recsys, reports, runs, schedules
 from assets_defs.resources import resources_for
 
 DOMAINS = {
@@ -27,4 +27,6 @@ defs = dg.Definitions(
     schedules=schedules.SCHEDULES,
     sensors=schedules.SENSORS,
     resources=resources_for(),
+    # Every run first clears runs whose process died, so their pool slots do not block it.
+    executor=runs.multiprocess,
 )

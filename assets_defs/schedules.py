@@ -4,6 +4,7 @@ import hashlib
 
 import dagster as dg
 
+from assets_defs import runs
 from lab_pipelines.paths import data_dir
 
 paper_library_job = dg.define_asset_job(
@@ -11,7 +12,7 @@ paper_library_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("paper_pdfs", "pdf_chunks", "chunk_embeddings"),
     description="Parse, chunk and embed the PDFs in the library folder.",
     # Three short steps: one process avoids ~4 s of subprocess start-up per step.
-    executor_def=dg.in_process_executor,
+    executor_def=runs.in_process,
 )
 all_benchmarks_job = dg.define_asset_job(
     "all_benchmarks_job",
