@@ -1,7 +1,7 @@
 """Print the latest run of every benchmark table (the end of `make demo`)."""
 
 from lab_pipelines.paths import duckdb_path
-from lab_pipelines.report import latest_tables, render_report
+from lab_pipelines.report import load_reports, render
 
 if __name__ == "__main__":
-    print(render_report(latest_tables(duckdb_path())))
+    print(render(*load_reports(duckdb_path())).text)
