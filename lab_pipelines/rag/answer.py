@@ -1,20 +1,25 @@
-"""The three ways to answer a question about the library, one function each.
+"""The ways to answer a question about the library, one function each.
 
 - `answer_vanilla`: the language model alone (closed book);
 - `answer_naive`: dense top-k chunks stuffed into the prompt;
 - `answer_advanced`: hybrid retrieval (vector + full-text, RRF-fused) over a wider pool,
-  re-ranked by a cross-encoder, the top few passages in the prompt, and citations
-  (file, page) of the passages that back the answer.
+  re-ranked by a cross-encoder, the top few passages (optionally compressed to the sentences
+  nearest the question) in the prompt, the answer withheld unless the passages back it
+  (`grounding`), and citations (file, page) of the passages that back it;
+- `answer_oracle`: the reader alone, handed the gold passage, with advanced's grounding: the
+  reader's own ceiling, so a benchmark can split its losses between retrieval and reading.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lab_pipelines.rag.generate import Generator, is_abstention
+from lab_pipelines.rag.compress import EmbedFn, compress_passages
+from lab_pipelines.rag.generate import ABSTAIN, GenerationStats, Generator, is_abstention
+from lab_pipelines.rag.grounding import ground_answer
 from lab_pipelines.rag.qa import contains_answer
 from lab_pipelines.rag.rerank import Reranker, passage_input
 from lab_pipelines.rag.search import PaperSearch, Passage
@@ -24,13 +29,16 @@ RANKED_AT_LEAST = 5  # retrieval recall is reported at 5 whatever the prompt hol
 
 @dataclass(frozen=True)
 class Answer:
-    text: str  # the model's answer, scored against the gold answers
+    text: str  # the answer shown to the user, scored against the gold answers
     abstained: bool
+    raw_text: str = ""  # the reader's own words, before the grounding check
+    withheld: bool = False  # the reader answered, but the passages did not back it
+    stats: GenerationStats | None = None
     ranked: tuple[Passage, ...] = ()  # final retrieval ranking (at least the top 5 when asked)
     pool: tuple[Passage, ...] = ()  # advanced only: the fused pool before re-ranking
     prompt_passages: int = 0
     citations: tuple[str, ...] = ()
-    retrieval_s: float = 0.0  # retrieval + re-ranking
+    retrieval_s: float = 0.0  # retrieval + re-ranking + compression
     generation_s: float = 0.0
 
     @property
@@ -43,15 +51,23 @@ class Answer:
         return f"{self.text} [{'; '.join(self.citations)}]" if self.citations else self.text
 
 
-def _generate(generator: Generator, question: str, passages: list[str] | None) -> tuple[str, float]:
+def _read(generator: Generator, question: str, passages: list[str] | None,
+          grounded: bool = False, **fields) -> Answer:
+    """Ask the reader; with `grounded`, withhold an answer the passages do not back."""
     started = time.perf_counter()
-    text = generator.answer(question, passages)
-    return text, time.perf_counter() - started
+    raw = generator.answer(question, passages)
+    seconds = time.perf_counter() - started
+    text, withheld = raw, False
+    if grounded and passages and not is_abstention(raw):
+        text, check = ground_answer(raw, passages, ABSTAIN)
+        withheld = not check.grounded
+    return Answer(text=text, abstained=is_abstention(text), raw_text=raw, withheld=withheld,
+                  stats=generator.last, generation_s=seconds,
+                  prompt_passages=len(passages or ()), **fields)
 
 
 def answer_vanilla(question: str, generator: Generator) -> Answer:
-    text, seconds = _generate(generator, question, None)
-    return Answer(text=text, abstained=is_abstention(text), generation_s=seconds)
+    return _read(generator, question, None)
 
 
 def answer_naive(question: str, generator: Generator, search: PaperSearch, k: int = 3) -> Answer:
@@ -59,10 +75,8 @@ def answer_naive(question: str, generator: Generator, search: PaperSearch, k: in
     started = time.perf_counter()
     ranked = search.dense(question, max(k, RANKED_AT_LEAST))
     retrieval_s = time.perf_counter() - started
-    shown = ranked[:k]
-    text, seconds = _generate(generator, question, [p.text for p in shown])
-    return Answer(text=text, abstained=is_abstention(text), ranked=tuple(ranked),
-                  prompt_passages=len(shown), retrieval_s=retrieval_s, generation_s=seconds)
+    return _read(generator, question, [p.text for p in ranked[:k]], ranked=tuple(ranked),
+                 retrieval_s=retrieval_s)
 
 
 def fuse_ranks(first: np.ndarray, second: np.ndarray, k: int = 60) -> np.ndarray:
@@ -100,13 +114,28 @@ def cite(answer: str, passages: list[Passage]) -> tuple[str, ...]:
 
 def answer_advanced(question: str, generator: Generator, search: PaperSearch,
                     reranker: Reranker | None, pool_k: int = 8, top_n: int = 3,
-                    fuse: bool = True) -> Answer:
+                    fuse: bool = True, compress_to: int = 0, embed: EmbedFn | None = None,
+                    grounded: bool = True) -> Answer:
+    """`compress_to` > 0 keeps that many sentences of the top passages, those nearest the
+    question by `embed` (context compression); `grounded` withholds unbacked answers."""
     started = time.perf_counter()
     pool, ranked = rerank(question, search, reranker, pool_k, fuse)
-    retrieval_s = time.perf_counter() - started
     shown = ranked[:top_n]
-    text, seconds = _generate(generator, question, [p.text for p in shown])
-    abstained = is_abstention(text)
-    return Answer(text=text, abstained=abstained, ranked=tuple(ranked), pool=tuple(pool),
-                  prompt_passages=len(shown), citations=() if abstained else cite(text, shown),
-                  retrieval_s=retrieval_s, generation_s=seconds)
+    texts = [p.text for p in shown]
+    if compress_to:
+        if embed is None:
+            raise ValueError("Context compression needs an `embed` function.")
+        texts = compress_passages(question, texts, embed, compress_to)
+    retrieval_s = time.perf_counter() - started
+    answer = _read(generator, question, texts, grounded, ranked=tuple(ranked), pool=tuple(pool),
+                   retrieval_s=retrieval_s)
+    if answer.abstained:
+        return answer
+    return replace(answer, citations=cite(answer.text, shown))
+
+
+def answer_oracle(question: str, generator: Generator, gold: Passage,
+                  grounded: bool = True) -> Answer:
+    """The reader given the gold passage itself: no retrieval to blame."""
+    return _read(generator, question, [gold.text], grounded, ranked=(gold,),
+                 citations=(gold.citation,))

@@ -1,33 +1,37 @@
-"""Run the gold QA set through vanilla, naive and advanced RAG and score every answer.
+"""Run the gold QA set through vanilla, naive, advanced RAG and the oracle reader, and score
+every answer.
 
 Per question: the answer, whether it is correct (a normalised gold answer occurs in it as
 whole tokens, `qa.answer_is_correct`), whether the model abstained, hallucinated (neither),
-where the gold page ranked, and how long retrieval and generation took. Per method: the
-`rag_benchmark` row (DESIGN columns plus retrieval latency and recall before re-ranking).
-Questions run in order and the three methods take turns on each, so a load spike on a shared
-machine hits all methods alike.
+whether the grounding check withheld it (and whether the withheld answer was right), where the
+gold page ranked, and how long retrieval, prefill and decode took. Per method: the
+`rag_benchmark` row (DESIGN columns plus retrieval latency, recall before re-ranking and the
+reader's prefill/decode rates). Questions run in order and the methods take turns on each, so
+a load spike on a shared machine hits all methods alike.
+
+`oracle` hands the reader the gold page's chunk that holds the answer: the gap from it to 100%
+is the reader's, the gap from `advanced` to it is retrieval's.
 """
 
 from __future__ import annotations
 
 import io
-import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from lab_pipelines.rag.answer import Answer, answer_advanced, answer_naive, answer_vanilla
+from lab_pipelines.progress import LogFn, track
+from lab_pipelines.rag.answer import (Answer, answer_advanced, answer_naive, answer_oracle,
+                                      answer_vanilla)
+from lab_pipelines.rag.compress import EmbedFn
 from lab_pipelines.rag.generate import Generator
-from lab_pipelines.rag.qa import QAItem, answer_is_correct
+from lab_pipelines.rag.qa import QAItem, answer_is_correct, contains_answer
 from lab_pipelines.rag.rerank import Reranker
 from lab_pipelines.rag.search import PaperSearch, Passage
 
-log = logging.getLogger(__name__)
-
-METHODS = ("vanilla", "naive", "advanced")
+METHODS = ("vanilla", "naive", "advanced", "oracle")
 RECALL_K = 5
 
 
@@ -37,6 +41,8 @@ class BenchmarkConfig:
     pool_k: int = 8  # hybrid pool the cross-encoder re-ranks
     fuse: bool = True  # fuse the cross-encoder's order with the pool's (RRF) instead of replacing it
     top_n: int = 3
+    compress_to: int = 0  # advanced: sentences kept from the top passages (0: whole passages)
+    grounded: bool = True  # advanced and oracle: withhold answers the passages do not back
     methods: tuple[str, ...] = METHODS
 
 
@@ -48,39 +54,62 @@ def gold_rank(item: QAItem, passages: Sequence[Passage]) -> int | None:
     return None
 
 
+def oracle_passage(item: QAItem, search: PaperSearch) -> Passage | None:
+    """The gold page's chunk that holds a gold answer (the page's first chunk if none does)."""
+    chunks = search.on_page(item.source, item.page)
+    holding = [c for c in chunks if any(contains_answer(c.text, a) for a in item.answers)]
+    return (holding or chunks or [None])[0]
+
+
 def _answer(method: str, item: QAItem, generator: Generator, search: PaperSearch,
-            reranker: Reranker | None, config: BenchmarkConfig) -> Answer:
+            reranker: Reranker | None, config: BenchmarkConfig,
+            embed: EmbedFn | None) -> Answer:
     if method == "vanilla":
         return answer_vanilla(item.question, generator)
     if method == "naive":
         return answer_naive(item.question, generator, search, config.naive_k)
     if method == "advanced":
         return answer_advanced(item.question, generator, search, reranker, config.pool_k,
-                               config.top_n, config.fuse)
+                               config.top_n, config.fuse, config.compress_to, embed,
+                               config.grounded)
+    if method == "oracle":
+        gold = oracle_passage(item, search)
+        if gold is None:
+            raise ValueError(f"{item.id}: no chunk of {item.source} spans page {item.page}; "
+                             "is the library indexed?")
+        return answer_oracle(item.question, generator, gold, config.grounded)
     raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
 
 
 def _row(method: str, item: QAItem, ans: Answer) -> dict:
-    retrieved = method != "vanilla"
+    retrieved = method not in ("vanilla", "oracle")
     correct = answer_is_correct(ans.text, item.answers)
     rank = gold_rank(item, ans.ranked) if retrieved else None
     rank_before = gold_rank(item, ans.pool) if ans.pool else rank
+    stats = ans.stats
     return {
         "method": method, "id": item.id, "question": item.question,
         "gold": " | ".join(item.answers), "source": item.source, "page": item.page,
-        "answer": ans.text, "citations": "; ".join(ans.citations),
+        "answer": ans.text, "raw_answer": ans.raw_text, "citations": "; ".join(ans.citations),
         "correct": correct, "abstained": ans.abstained and not correct,
         "hallucinated": not correct and not ans.abstained,
+        "withheld": ans.withheld,
+        "withheld_correct": ans.withheld and answer_is_correct(ans.raw_text, item.answers),
         "gold_rank": rank, "gold_rank_before_rerank": rank_before,
         "latency_s": ans.latency_s, "retrieval_s": ans.retrieval_s if retrieved else None,
         "generation_s": ans.generation_s,
+        "prompt_tokens": stats.prompt_tokens if stats else None,
+        "new_tokens": stats.new_tokens if stats else None,
+        "prefill_s": stats.prefill_s if stats else None,
+        "decode_s": stats.decode_s if stats else None,
     }
 
 
 def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSearch | None,
                   reranker: Reranker | None, config: BenchmarkConfig = BenchmarkConfig(),
-                  progress: Callable[[str], None] = log.info) -> pl.DataFrame:
-    """One row per (question, method): the per-question results frame."""
+                  log: LogFn | None = None, embed: EmbedFn | None = None) -> pl.DataFrame:
+    """One row per (question, method): the per-question results frame. `log` gets paced
+    progress lines (a tqdm bar without it); `embed` (texts -> unit rows) serves compression."""
     if not items:
         raise ValueError("No questions to run.")
     unknown = set(config.methods) - set(METHODS)
@@ -88,18 +117,15 @@ def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSe
         raise ValueError(f"Unknown methods {sorted(unknown)}; choose from {METHODS}.")
     # One untimed pass so lazy initialisation (kernels, FTS reader) is not billed to question 1.
     for method in config.methods:
-        _answer(method, items[0], generator, search, reranker, config)
-    rows = []
-    started = time.perf_counter()
-    for n, item in enumerate(items, start=1):
-        for method in config.methods:
-            rows.append(_row(method, item, _answer(method, item, generator, search, reranker,
-                                                   config)))
-        if n % 10 == 0 or n == len(items):
-            progress(f"{n}/{len(items)} questions, {time.perf_counter() - started:.0f} s")
+        _answer(method, items[0], generator, search, reranker, config, embed)
+    rows = [_row(method, item, _answer(method, item, generator, search, reranker, config, embed))
+            for item in track(items, "RAG benchmark questions", log, unit="question")
+            for method in config.methods]
     return pl.DataFrame(rows, schema_overrides={"gold_rank": pl.Int64,
                                                 "gold_rank_before_rerank": pl.Int64,
-                                                "retrieval_s": pl.Float64})
+                                                "retrieval_s": pl.Float64,
+                                                "prompt_tokens": pl.Int64, "new_tokens": pl.Int64,
+                                                "prefill_s": pl.Float64, "decode_s": pl.Float64})
 
 
 def _recall(ranks: pl.Series) -> float:
@@ -112,7 +138,7 @@ def summarize(per_question: pl.DataFrame) -> pl.DataFrame:
     for method in [m for m in METHODS if m in set(per_question["method"])]:
         part = per_question.filter(pl.col("method") == method)
         latency = part["latency_s"].to_numpy()
-        retrieved = method != "vanilla"
+        retrieved = method not in ("vanilla", "oracle")
         retrieval = part["retrieval_s"].drop_nulls().to_numpy()
         rows.append({
             "method": method,
@@ -127,10 +153,28 @@ def summarize(per_question: pl.DataFrame) -> pl.DataFrame:
                                           if retrieved else None),
             "retrieval_p50_ms": float(np.percentile(retrieval, 50) * 1000) if retrieved else None,
             "retrieval_p95_ms": float(np.percentile(retrieval, 95) * 1000) if retrieved else None,
+            "withheld_rate": float(part["withheld"].mean()),
+            "withheld_correct": int(part["withheld_correct"].sum()),
+            **_reader_rates(part),
         })
     return pl.DataFrame(rows, schema_overrides={
         "retrieval_recall_at_5": pl.Float64, "recall_at_5_before_rerank": pl.Float64,
-        "retrieval_p50_ms": pl.Float64, "retrieval_p95_ms": pl.Float64})
+        "retrieval_p50_ms": pl.Float64, "retrieval_p95_ms": pl.Float64,
+        "prompt_tokens_p50": pl.Float64, "prefill_tokens_per_s": pl.Float64,
+        "decode_tokens_per_s": pl.Float64})
+
+
+def _reader_rates(part: pl.DataFrame) -> dict[str, float | None]:
+    """Prompt size and the reader's prefill and decode throughput over the method's answers
+    (decode counts the tokens after the first, which prefill produces)."""
+    if "prefill_s" not in part.columns or part["prefill_s"].null_count() == part.height:
+        return {"prompt_tokens_p50": None, "prefill_tokens_per_s": None,
+                "decode_tokens_per_s": None}
+    decoded = (part["new_tokens"] - 1).clip(lower_bound=0).sum()
+    decode_s = part["decode_s"].sum()
+    return {"prompt_tokens_p50": float(part["prompt_tokens"].median()),
+            "prefill_tokens_per_s": float(part["prompt_tokens"].sum() / part["prefill_s"].sum()),
+            "decode_tokens_per_s": float(decoded / decode_s) if decode_s > 0 else None}
 
 
 def bar_chart_png(summary: pl.DataFrame) -> bytes:

@@ -4,17 +4,23 @@ Two prompt formats, because for a small instruction model the format matters as 
 retrieval (see docs/rag.md for the measurement):
 - `completion`: an instruction and one worked example, then `Question: ... Answer:`; decoding
   stops at the end of the line, which keeps answers to a short span;
-- `chat`: the same instruction as a system message through the tokenizer's chat template.
+- `chat`: the same instruction as a system message and the example as an earlier exchange,
+  through the tokenizer's chat template.
 Both tell the model to answer only from the passages and to say "I don't know" otherwise.
+Timing is split into prefill and decode (`GenerationStats`), since on CPU the prompt pass over
+several passages, not the few answer tokens, is what a reader's latency is made of.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 from lab_pipelines.rag.qa import normalize_answer
 
@@ -29,11 +35,13 @@ _RAG_INSTRUCTION = (
 _CLOSED_BOOK_INSTRUCTION = (
     f'Answer the question in a few words. If you are not sure of the answer, answer "{ABSTAIN}".'
 )
-# A worked example that is about nothing in the library, so it cannot leak an answer.
-_EXAMPLE_PASSAGE = "The bridge opened in 1932 after six years of work and carries eight lanes."
-_EXAMPLE_QUESTION = "How many lanes does the bridge carry?"
-_EXAMPLE_ANSWER = "eight lanes"
-_CLOSED_BOOK_EXAMPLE = ("How many wheels does a bicycle have?", "two")
+# The worked example holds no number and no name: anything a reader copies from it into an
+# answer about the library would be plainly wrong, never a lucky leak.
+_EXAMPLE_PASSAGE = ("The gardener waters the roses early in the morning, before the heat of "
+                    "the day, and feeds them with compost in spring.")
+_EXAMPLE_QUESTION = "When does the gardener water the roses?"
+_EXAMPLE_ANSWER = "early in the morning"
+_CLOSED_BOOK_EXAMPLE = ("What colour is fresh snow?", "white")
 
 # Ways a model says it cannot answer, matched on the normalised answer.
 _ABSTENTION = re.compile(
@@ -53,33 +61,81 @@ def _passage_block(passages: Sequence[str]) -> str:
     return "\n\n".join(f"Passage {i}: {p}" for i, p in enumerate(passages, start=1))
 
 
+def _user_turn(question: str, passages: Sequence[str]) -> str:
+    return f"{_passage_block(passages)}\n\nQuestion: {question}"
+
+
 def build_prompt(question: str, passages: Sequence[str] | None, prompt_format: PromptFormat,
                  tokenizer=None) -> str:
-    """The full prompt text. `passages=None` is the closed-book (vanilla) prompt."""
+    """The full prompt text. `passages=None` is the closed-book (vanilla) prompt.
+
+    Both formats carry the same instruction and the same worked example (in `chat` as an
+    earlier user/assistant exchange), so measuring one against the other measures the format.
+    """
+    if passages is None:
+        instruction, (example_q, example_a) = _CLOSED_BOOK_INSTRUCTION, _CLOSED_BOOK_EXAMPLE
+        example_user, user = example_q, question
+    else:
+        instruction, example_a = _RAG_INSTRUCTION, _EXAMPLE_ANSWER
+        example_user = _user_turn(_EXAMPLE_QUESTION, [_EXAMPLE_PASSAGE])
+        user = _user_turn(question, passages)
     if prompt_format == "completion":
         if passages is None:
-            example_q, example_a = _CLOSED_BOOK_EXAMPLE
-            return (f"{_CLOSED_BOOK_INSTRUCTION}\n\nQuestion: {example_q}\nAnswer: {example_a}"
-                    f"\n\nQuestion: {question}\nAnswer:")
-        return (f"{_RAG_INSTRUCTION}\n\nPassage 1: {_EXAMPLE_PASSAGE}\nQuestion: "
-                f"{_EXAMPLE_QUESTION}\nAnswer: {_EXAMPLE_ANSWER}\n\n{_passage_block(passages)}\n"
-                f"Question: {question}\nAnswer:")
+            return (f"{instruction}\n\nQuestion: {example_user}\nAnswer: {example_a}"
+                    f"\n\nQuestion: {user}\nAnswer:")
+        return f"{instruction}\n\n{example_user}\nAnswer: {example_a}\n\n{user}\nAnswer:"
     if prompt_format == "chat":
-        if tokenizer is None or tokenizer.chat_template is None:
-            raise ValueError("The chat prompt format needs a tokenizer with a chat template.")
-        if passages is None:
-            messages = [{"role": "system", "content": _CLOSED_BOOK_INSTRUCTION},
-                        {"role": "user", "content": question}]
-        else:
-            messages = [{"role": "system", "content": _RAG_INSTRUCTION},
-                        {"role": "user",
-                         "content": f"{_passage_block(passages)}\n\nQuestion: {question}"}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat_prompt(tokenizer, [
+            {"role": "system", "content": instruction},
+            {"role": "user", "content": example_user},
+            {"role": "assistant", "content": example_a},
+            {"role": "user", "content": user}])
     raise ValueError(f"Unknown prompt format {prompt_format!r}; choose one of {PROMPT_FORMATS}.")
 
 
+def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+    """`messages` through the tokenizer's chat template, ready for the assistant's turn."""
+    if tokenizer is None or tokenizer.chat_template is None:
+        raise ValueError("The chat prompt format needs a tokenizer with a chat template.")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Where one generation's time went: the prompt pass (prefill) and token-by-token decode."""
+
+    prompt_tokens: int
+    new_tokens: int
+    prefill_s: float  # prompt pass up to the first new token
+    decode_s: float  # every later token
+
+
+class _Clock(BaseStreamer):
+    """`generate` hands a streamer the prompt, then each new token as it is made: the time of
+    the first token marks the end of prefill without a second forward pass."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first_token: float | None = None
+        self.stop = self.start
+        self.calls = 0
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.first_token = time.perf_counter()
+
+    def end(self) -> None:
+        self.stop = time.perf_counter()
+
+
 class Generator:
-    """Greedy answers from a (model, tokenizer) pair loaded by `models.load_causal_lm`."""
+    """Greedy generation from a (model, tokenizer) pair loaded by `models.load_causal_lm`.
+
+    `answer` is the RAG reader; `complete` and `chat` are the primitives other experiments
+    (ELEVATE's answer, refine and critic prompts) build their own prompts on. `last` holds the
+    latest call's `GenerationStats`.
+    """
 
     def __init__(self, model, tokenizer, prompt_format: PromptFormat = "completion",
                  max_new_tokens: int = 32) -> None:
@@ -90,20 +146,42 @@ class Generator:
         self.prompt_format = prompt_format
         self.max_new_tokens = max_new_tokens
         self.device = next(model.parameters()).device
+        # Word-piece vocabularies have no newline token, so they cannot stop on one.
+        self._can_stop_at_newline = bool(tokenizer("\n", add_special_tokens=False)["input_ids"])
+        self.last: GenerationStats | None = None
 
-    def answer(self, question: str, passages: Sequence[str] | None = None) -> str:
-        prompt = build_prompt(question, passages, self.prompt_format, self.tokenizer)
-        # The chat template already carries the special tokens; do not add a second BOS.
+    def complete(self, prompt: str, max_new_tokens: int | None = None,
+                 stop_at_newline: bool = False, add_special_tokens: bool = True) -> str:
+        """The greedy continuation of `prompt` (special tokens of a chat template already in the
+        text call for `add_special_tokens=False`, or the model sees a second BOS)."""
         enc = self.tokenizer(prompt, return_tensors="pt",
-                             add_special_tokens=self.prompt_format == "completion").to(self.device)
-        one_line = self.prompt_format == "completion"  # its example answer ends at a newline
-        # Stop at the newline when the vocabulary has one (word-piece vocabularies do not).
-        stop = {"stop_strings": ["\n"], "tokenizer": self.tokenizer} if (
-            one_line and self.tokenizer("\n", add_special_tokens=False)["input_ids"]) else {}
+                             add_special_tokens=add_special_tokens).to(self.device)
+        stop = ({"stop_strings": ["\n"], "tokenizer": self.tokenizer}
+                if stop_at_newline and self._can_stop_at_newline else {})
+        clock = _Clock()
         with torch.inference_mode():
             # Only ids and mask: some tokenizers add token_type_ids that causal LMs reject.
             out = self.model.generate(input_ids=enc["input_ids"],
-                                      attention_mask=enc["attention_mask"], max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id, **stop)
-        text = self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return (text.strip().split("\n")[0] if one_line else text).strip()
+                                      attention_mask=enc["attention_mask"],
+                                      max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                      do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+                                      streamer=clock, **stop)
+        new = out[0, enc["input_ids"].shape[1]:]
+        first = clock.first_token or clock.stop
+        self.last = GenerationStats(prompt_tokens=enc["input_ids"].shape[1],
+                                    new_tokens=int(new.shape[0]), prefill_s=first - clock.start,
+                                    decode_s=clock.stop - first)
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return text.split("\n")[0].strip() if stop_at_newline else text
+
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int | None = None) -> str:
+        """The assistant's reply to `messages`, through the tokenizer's chat template."""
+        return self.complete(chat_prompt(self.tokenizer, messages), max_new_tokens,
+                             add_special_tokens=False)
+
+    def answer(self, question: str, passages: Sequence[str] | None = None) -> str:
+        """A short answer, from `passages` or closed book when there are none."""
+        prompt = build_prompt(question, passages, self.prompt_format, self.tokenizer)
+        completion = self.prompt_format == "completion"
+        # The completion example's answer ends at a newline; a chat answer ends at end-of-turn.
+        return self.complete(prompt, stop_at_newline=completion, add_special_tokens=completion)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lancedb
 import numpy as np
+from lancedb.rerankers import RRFReranker
 
 from lab_pipelines.rag.index import TABLE
 
@@ -41,24 +42,41 @@ class PaperSearch:
     def __init__(self, db_uri: Path, embed_query, table_name: str = TABLE) -> None:
         self.table = lancedb.connect(str(db_uri)).open_table(table_name)
         self.embed_query = embed_query
+        self._fusion = RRFReranker()
+
+    # Each query names its score column: asking for columns without it makes lance warn on
+    # every query that the column will stop being added.
+    def _vector(self, query: str, k: int):
+        vector = np.asarray(self.embed_query(query), dtype=np.float32)
+        return (self.table.search(vector, query_type="vector").metric("cosine")
+                .select([*RESULT_COLUMNS, "_distance"]).limit(k))
+
+    def _fts(self, query: str, k: int):
+        return (self.table.search(query, query_type="fts", fts_columns="text")
+                .select([*RESULT_COLUMNS, "_score"]).limit(k))
 
     def dense(self, query: str, k: int = 5) -> list[Passage]:
-        vector = np.asarray(self.embed_query(query), dtype=np.float32)
-        rows = (self.table.search(vector, query_type="vector").metric("cosine")
-                .select(RESULT_COLUMNS).limit(k).to_list())
+        rows = self._vector(query, k).to_list()
         for r in rows:  # cosine distance -> similarity, so higher is better everywhere
             r["_distance"] = 1.0 - r["_distance"]
         return _passages(rows, "_distance")
 
     def keyword(self, query: str, k: int = 5) -> list[Passage]:
-        # Naming `_score` keeps it in the result and silences lance's auto-projection warning.
-        rows = (self.table.search(query, query_type="fts", fts_columns="text")
-                .select([*RESULT_COLUMNS, "_score"]).limit(k).to_list())
-        return _passages(rows, "_score")
+        return _passages(self._fts(query, k).to_list(), "_score")
+
+    def on_page(self, file_name: str, page: int) -> list[Passage]:
+        """The chunks of `file_name` that span `page`, in reading order."""
+        name = file_name.replace("'", "''")
+        rows = (self.table.search().where(
+            f"file_name = '{name}' AND page_start <= {int(page)} AND page_end >= {int(page)}")
+            .select([*RESULT_COLUMNS, "chunk_index"]).limit(10_000).to_list())
+        rows.sort(key=lambda r: r["chunk_index"])
+        return [Passage(**{c: r[c] for c in RESULT_COLUMNS}, score=1.0) for r in rows]
 
     def hybrid(self, query: str, k: int = 5) -> list[Passage]:
-        """Vector and full-text results fused by reciprocal rank (LanceDB's default reranker)."""
-        vector = np.asarray(self.embed_query(query), dtype=np.float32)
-        rows = (self.table.search(query_type="hybrid", fts_columns="text").vector(vector)
-                .text(query).select(RESULT_COLUMNS).limit(k).to_list())
+        """Vector and full-text results fused by reciprocal rank, with LanceDB's own RRF
+        reranker (what `query_type="hybrid"` runs, minus its per-query deprecation warning)."""
+        vector = self._vector(query, k).with_row_id(True).to_arrow()
+        keyword = self._fts(query, k).with_row_id(True).to_arrow()
+        rows = self._fusion.rerank_hybrid(query, vector, keyword).slice(0, k).to_pylist()
         return _passages(rows, "_relevance_score")

@@ -1,0 +1,110 @@
+"""Is an answer backed by the passages the reader was shown?
+
+An instruction-tuned reader almost never says "I don't know": handed a passage from the wrong
+paper it still answers, and invents. A cheap lexical check catches most of that: every number
+in the answer must occur in the passages, and at least half of its content words must too.
+Answers that fail are withheld (replaced by an abstention) rather than shipped.
+
+The same token view of text (`numbers`, `content_words`) is the base of ELEVATE's rule critic,
+so "backed by the evidence" means one thing across the lab.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+# Function words and answer boilerplate: their presence in a passage says nothing.
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before
+being below between both but by can could did do does doing down during each either few for
+from further had has have having he her here hers him his how i if in into is it its itself
+just least less many may me might more most much must my no nor not of off on once one only or
+other our ours out over own per same she should since so some such than that the their them
+then there these they this those through thus to too under until up upon us use used uses using
+very via was we were what when where which while who whom whose why will with within without
+would yes yet you your answer answers passage passages question according based given named
+called known described shown reported
+""".split())
+
+
+def _normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def _canonical_number(raw: str) -> str:
+    """'37,000' and '37000' are one number; '0.50' and '0.5' too; '4.5' keeps its point."""
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", raw):
+        raw = raw.replace(",", "")
+    raw = raw.replace(",", ".")
+    if "." in raw:
+        raw = raw.rstrip("0").rstrip(".") or "0"
+    return re.sub(r"^0+(?=\d)", "", raw)
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers in `text`, canonicalised, including those glued to letters (P100, 3e-4)."""
+    return {_canonical_number(m) for m in _NUMBER.findall(_normalise(text))}
+
+
+def stem(word: str) -> str:
+    """A light stem, enough that 'layers' meets 'layer' and 'estimated' meets 'estimates'."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    """Stems of the words that carry meaning: no stopwords, nothing shorter than 3 letters."""
+    words = _WORD.findall(_normalise(text))
+    return {stem(w) for w in words if len(w) >= 3 and w not in STOPWORDS}
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """Why an answer is, or is not, backed by the passages."""
+
+    grounded: bool
+    missing_numbers: tuple[str, ...]
+    missing_words: tuple[str, ...]
+    word_share: float  # share of the answer's content words found in the passages
+
+    @property
+    def reason(self) -> str:
+        if self.grounded:
+            return "backed by the passages"
+        parts = []
+        if self.missing_numbers:
+            parts.append(f"numbers not in the passages: {', '.join(self.missing_numbers)}")
+        if self.missing_words:
+            parts.append(f"only {self.word_share:.0%} of its content words are in the passages "
+                         f"(missing: {', '.join(self.missing_words[:6])})")
+        return "; ".join(parts)
+
+
+def check_grounding(answer: str, passages: Iterable[str], min_word_share: float = 0.5
+                    ) -> Grounding:
+    """Every number of `answer` occurs in the passages, and at least `min_word_share` of its
+    content words do. An answer with neither numbers nor content words is trivially grounded
+    (there is nothing in it to invent)."""
+    evidence = " ".join(passages)
+    missing_numbers = tuple(sorted(numbers(answer) - numbers(evidence)))
+    words = content_words(answer)
+    missing_words = tuple(sorted(words - content_words(evidence)))
+    share = 1.0 - len(missing_words) / len(words) if words else 1.0
+    return Grounding(grounded=not missing_numbers and share >= min_word_share,
+                     missing_numbers=missing_numbers,
+                     missing_words=missing_words if share < min_word_share else (),
+                     word_share=share)
+
+
+def ground_answer(answer: str, passages: Sequence[str], abstain: str,
+                  min_word_share: float = 0.5) -> tuple[str, Grounding]:
+    """The answer if it is grounded in the passages, else `abstain`; with the check's result."""
+    result = check_grounding(answer, passages, min_word_share)
+    return (answer if result.grounded else abstain), result
