@@ -120,7 +120,8 @@ def chunk_embeddings(context: dg.AssetExecutionContext, lab: LabResource, gpu1: 
         "embedder": models.embedder}
     started = time.perf_counter()
     dim = (_embedding_dim(lab) if same_embedder else None) or model().get_embedding_dimension()
-    stats = sync_index(lab.lancedb_uri(), chunks, embed, dim, rebuild=not same_embedder)
+    stats = sync_index(lab.lancedb_uri(), chunks, embed, dim, rebuild=not same_embedder,
+                       log=context.log.info)
     atomic_write_bytes(spec_file, json.dumps({"embedder": models.embedder}).encode())
     context.log.info("LanceDB sync: %s", stats)
     return dg.MaterializeResult(metadata={

@@ -78,7 +78,8 @@ def reranker_model(context: dg.AssetExecutionContext, config: RerankerModelConfi
     train, heldout = rerank.build_training_set(
         lab.lancedb_uri(), lambda texts: embed_texts(embedder, texts), settings)
     context.log.info(f"{len(train)} training and {len(heldout)} held-out pseudo-query groups")
-    cross_encoder, report = rerank.train_reranker(train, heldout, settings, device)
+    cross_encoder, report = rerank.train_reranker(train, heldout, settings, device,
+                                                  log=context.log.info)
     retriever_top1 = rerank.retriever_accuracy(heldout, lambda texts: embed_texts(embedder, texts))
     target = rerank.save_reranker(cross_encoder, _models_dir(lab) / "reranker")
     quality = {"heldout_top1_before": report.heldout_accuracy_before,

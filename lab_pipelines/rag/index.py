@@ -19,8 +19,12 @@ import pyarrow as pa
 from lancedb.index import FTS
 
 from lab_pipelines.devices import inference_autocast
+from lab_pipelines.progress import LogFn, Progress
 
 TABLE = "chunks"
+# Texts per call to the embedder: big enough to keep its batches full, small enough that
+# progress moves every few seconds on a CPU.
+EMBED_SLICE = 256
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
 
@@ -50,9 +54,11 @@ def _sql_list(values: Sequence[str]) -> str:
 
 
 def sync_index(db_uri: Path, chunks: pl.DataFrame, embed: EmbedFn, dim: int,
-               table_name: str = TABLE, rebuild: bool = False) -> SyncStats:
+               table_name: str = TABLE, rebuild: bool = False,
+               log: LogFn | None = None) -> SyncStats:
     """Make the LanceDB table hold exactly `chunks`, embedding only what is new
-    (everything when `rebuild`, e.g. after the embedding model changed)."""
+    (everything when `rebuild`, e.g. after the embedding model changed). Embedding progress
+    goes to `log` (a tqdm bar without one)."""
     db = lancedb.connect(str(db_uri))
     exists = table_name in db.list_tables().tables
     if exists and rebuild:
@@ -64,7 +70,14 @@ def sync_index(db_uri: Path, chunks: pl.DataFrame, embed: EmbedFn, dim: int,
     new = chunks.join(existing, on="chunk_id", how="anti")
 
     started = time.perf_counter()
-    vectors = embed(new["text"].to_list()) if new.height else np.zeros((0, dim), np.float32)
+    texts = new["text"].to_list()
+    parts = [np.zeros((0, dim), np.float32)]
+    if texts:
+        with Progress(len(texts), "embedding chunks", log, unit="chunks") as progress:
+            for i in range(0, len(texts), EMBED_SLICE):
+                parts.append(embed(texts[i:i + EMBED_SLICE]))
+                progress.update(len(parts[-1]))
+    vectors = np.concatenate(parts)
     embed_seconds = time.perf_counter() - started
 
     arrow = new.to_arrow().append_column(

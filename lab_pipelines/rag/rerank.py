@@ -38,9 +38,10 @@ import polars as pl
 import torch
 
 from lab_pipelines.devices import configure_torch_for, inference_autocast
+from lab_pipelines.progress import LogFn, Progress
 from lab_pipelines.rag.index import TABLE
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # Sentence ends followed by a capital, digit or bracket: good enough for papers, and it does not
 # split "e.g. the" or "Fig. 3" mid-sentence often enough to matter for pseudo-queries.
@@ -304,8 +305,9 @@ class TrainReport:
 
 
 def train_reranker(train: Sequence[PseudoQuery], heldout: Sequence[PseudoQuery],
-                   config: RerankerConfig, device: str = "cpu"):
-    """Fine-tune a cross-encoder on the groups; returns (CrossEncoder, TrainReport)."""
+                   config: RerankerConfig, device: str = "cpu", log: LogFn | None = None):
+    """Fine-tune a cross-encoder on the groups; returns (CrossEncoder, TrainReport). Step
+    progress and each epoch's loss go to `log` (a tqdm bar and the module logger without)."""
     if not train or not heldout:
         raise ValueError(f"Need train and held-out groups, got {len(train)} and {len(heldout)}.")
     configure_torch_for(device)
@@ -326,20 +328,22 @@ def train_reranker(train: Sequence[PseudoQuery], heldout: Sequence[PseudoQuery],
     rng = random.Random(config.seed)
     started = time.perf_counter()
     cross_encoder.train()
-    for epoch in range(config.epochs):
-        order = list(train)
-        rng.shuffle(order)
-        for i in range(0, len(order), config.batch_groups):
-            scores = _group_scores(cross_encoder, order[i:i + config.batch_groups])
-            # Listwise: softmax over positive + negatives, the positive is class 0.
-            loss = torch.nn.functional.cross_entropy(
-                scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(cross_encoder.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-        log.info("re-ranker epoch %d: last loss %.3f", epoch + 1, float(loss.detach()))
+    with Progress(total, "re-ranker training", log, unit="steps") as progress:
+        for epoch in range(config.epochs):
+            order = list(train)
+            rng.shuffle(order)
+            for i in range(0, len(order), config.batch_groups):
+                scores = _group_scores(cross_encoder, order[i:i + config.batch_groups])
+                # Listwise: softmax over positive + negatives, the positive is class 0.
+                loss = torch.nn.functional.cross_entropy(
+                    scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(cross_encoder.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress.update()
+            (log or logger.info)(f"re-ranker epoch {epoch + 1}: last loss {float(loss.detach()):.3f}")
     seconds = time.perf_counter() - started
     after = group_accuracy(cross_encoder, heldout)
     report = TrainReport(n_train=len(train), n_heldout=len(heldout), steps=total,

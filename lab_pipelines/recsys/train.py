@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lab_pipelines.devices import autocast_dtype, configure_torch_for, resolve_device
 from lab_pipelines.paths import atomic_write_bytes
+from lab_pipelines.progress import LogFn, Progress
 from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph
 from lab_pipelines.recsys.data import RatingSplit
 from lab_pipelines.recsys.metrics import rmse
@@ -47,6 +48,10 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # epoch, train_loss, val_rmse
     rank_digests: list[str] = field(default_factory=list)  # parameter hash of every rank
     first_step_digests: list[str] = field(default_factory=list)
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def parameter_digest(model: torch.nn.Module) -> str:
@@ -81,8 +86,10 @@ def _setup_distributed(requested: str) -> tuple[str, int, int]:
 
 
 def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
-              checkpoint: Path | None = None, log: Callable[[str], None] = print
+              checkpoint: Path | None = None, log: LogFn | None = None
               ) -> tuple[CMCPredictor, TrainResult]:
+    """Train with early stopping on validation RMSE (DDP when launched by torchrun). Progress
+    against `max_epochs` and periodic validation lines go to `log` (a tqdm bar without one)."""
     device, rank, world = _setup_distributed(device)
     configure_torch_for(device)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
@@ -105,7 +112,12 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
     result = TrainResult(math.inf, 0, 0, 0.0, world)
     best_state = copy.deepcopy(raw_model.state_dict())
     start = time.perf_counter()
+    # Ranks other than 0 train silently; early stopping makes the ETA an upper bound.
+    quiet = rank > 0
+    progress = Progress(cfg.max_epochs, "CMC epochs (max)", _silent if quiet else log,
+                        unit="epochs")
     for epoch in range(1, cfg.max_epochs + 1):
+        progress.update()
         model.train()
         with autocast():
             _, loss = model(graph, users, items, ratings)
@@ -126,11 +138,12 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
         if val < result.best_val_rmse:
             result.best_val_rmse, result.best_epoch = val, epoch
             best_state = copy.deepcopy(raw_model.state_dict())
-        if epoch % (cfg.eval_every * 5) == 0 and rank == 0:
-            log(f"epoch {epoch}: loss {float(train_loss):.4f} val RMSE {val:.4f} "
-                f"(best {result.best_val_rmse:.4f} @ {result.best_epoch})")
+        if epoch % (cfg.eval_every * 5) == 0 and not quiet:
+            (log or print)(f"epoch {epoch}: loss {float(train_loss):.4f} val RMSE {val:.4f} "
+                           f"(best {result.best_val_rmse:.4f} @ {result.best_epoch})")
         if epoch - result.best_epoch >= cfg.patience:
             break
+    progress.close()
     result.train_seconds = time.perf_counter() - start
     result.rank_digests = _gather(parameter_digest(raw_model), world)
     raw_model.load_state_dict(best_state)
@@ -164,8 +177,9 @@ def load_checkpoint(path: Path, device: str = "cpu") -> CMCPredictor:
 
 def train_cmc_distributed(split_dir: Path, cfg: CMCConfig, nproc: int, device: str = "auto",
                           checkpoint: Path | None = None, result_json: Path | None = None,
-                          log: Callable[[str], None] = print) -> TrainResult:
-    """Run `main` under torchrun with `nproc` processes and return rank 0's result."""
+                          log: LogFn = print) -> TrainResult:
+    """Run `main` under torchrun with `nproc` processes and return rank 0's result. Every
+    line the ranks print (rank 0's progress among them) is passed on to `log` as it comes."""
     result_json = result_json or Path(split_dir) / ".cmc_result.json"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", "-m", "lab_pipelines.recsys.train",
@@ -178,9 +192,14 @@ def train_cmc_distributed(split_dir: Path, cfg: CMCConfig, nproc: int, device: s
         # Each rank gets its share of the cores instead of all ranks fighting over all of them.
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     log(f"launching: {' '.join(command[:6])} ...")
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"torchrun failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    tail: deque[str] = deque(maxlen=100)
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as ranks:
+        for line in ranks.stdout:
+            tail.append(line.rstrip())
+            log(tail[-1])
+    if ranks.returncode != 0:
+        raise RuntimeError(f"torchrun failed ({ranks.returncode}):\n" + "\n".join(tail))
     return TrainResult(**json.loads(Path(result_json).read_text()))
 
 
@@ -194,7 +213,9 @@ def main() -> None:
     args = parser.parse_args()
     split = RatingSplit.load(args.split_dir)
     cfg = CMCConfig(**json.loads(args.config_json))
-    _, result = train_cmc(split, cfg, args.device, args.checkpoint)
+    # Flushed lines, not a tqdm bar: the launching process forwards them to its log.
+    _, result = train_cmc(split, cfg, args.device, args.checkpoint,
+                          log=lambda line: print(line, flush=True))
     if args.result_json and int(os.environ.get("RANK", "0")) == 0:
         atomic_write_bytes(args.result_json, json.dumps(result.__dict__, indent=1).encode())
     if dist.is_initialized():
