@@ -21,7 +21,7 @@ from lab_pipelines.rag.answer import answer_advanced, answer_naive, answer_vanil
 from lab_pipelines.rag.generate import Generator, build_prompt, is_abstention
 from lab_pipelines.rag.index import embed_texts, sync_index
 from lab_pipelines.rag.library import build_library, scan_library
-from lab_pipelines.rag.qa import load_qa
+from lab_pipelines.rag.qa import contains_answer, load_qa
 from lab_pipelines.rag.search import PaperSearch
 from lab_pipelines.tables import read_table
 
@@ -254,12 +254,16 @@ def test_rank_fusion_lets_the_cross_encoder_vote_without_overriding_retrieval():
 
 
 def test_summary_scores_answers_with_the_shared_definition():
+    reader = {"prompt_tokens": 100, "new_tokens": 5, "prefill_s": 0.5, "decode_s": 0.4}
     rows = [
         {"method": "naive", "correct": True, "abstained": False, "hallucinated": False,
+         "withheld": False, "withheld_correct": False, **reader,
          "gold_rank": 1, "gold_rank_before_rerank": 1, "latency_s": 1.0, "retrieval_s": 0.1},
         {"method": "naive", "correct": False, "abstained": True, "hallucinated": False,
+         "withheld": True, "withheld_correct": True, **reader,
          "gold_rank": 7, "gold_rank_before_rerank": 7, "latency_s": 3.0, "retrieval_s": 0.3},
         {"method": "naive", "correct": False, "abstained": False, "hallucinated": True,
+         "withheld": False, "withheld_correct": False, **reader,
          "gold_rank": None, "gold_rank_before_rerank": None, "latency_s": 2.0,
          "retrieval_s": 0.2},
     ]
@@ -269,6 +273,10 @@ def test_summary_scores_answers_with_the_shared_definition():
     assert row["retrieval_recall_at_5"] == pytest.approx(1 / 3)
     assert row["latency_p50_s"] == pytest.approx(2.0)
     assert row["retrieval_p50_ms"] == pytest.approx(200.0)
+    assert row["withheld_rate"] == pytest.approx(1 / 3) and row["withheld_correct"] == 1
+    # 300 prompt tokens in 1.5 s of prefill; 4 tokens after the first per answer in 1.2 s.
+    assert row["prefill_tokens_per_s"] == pytest.approx(200.0)
+    assert row["decode_tokens_per_s"] == pytest.approx(10.0)
 
 
 def test_rag_benchmark_asset_writes_rows_and_answers(library, tiny_lm_dir, monkeypatch, tmp_path):
@@ -288,14 +296,29 @@ def test_rag_benchmark_asset_writes_rows_and_answers(library, tiny_lm_dir, monke
         run_config={"ops": {
             "reranker_model": {"config": {"n_queries": 60, "n_layers": 1, "max_length": 128}},
             "rag_benchmark": {"config": {"qa_file": str(qa_file), "max_new_tokens": 8,
-                                         "pool_k": 6}},
+                                         "pool_k": 6, "prompt_format": "completion",
+                                         "compress_to": 4}},
         }},
     )
     assert result.success
     table = read_table("rag_benchmark", root / "lab.duckdb")
-    assert sorted(table["method"]) == ["advanced", "naive", "vanilla"]
+    assert sorted(table["method"]) == ["advanced", "naive", "oracle", "vanilla"]
     assert (table["n_questions"] == 2).all()
     answers = pl.read_parquet(next((root / "rag_benchmark_answers").glob("*.parquet")))
-    assert answers.height == 6 and answers["answer"].dtype == pl.Utf8
+    assert answers.height == 8 and answers["answer"].dtype == pl.Utf8
+    # The oracle reads the gold page itself: no retrieval ranks to report, tokens counted.
+    oracle = table.filter(pl.col("method") == "oracle").row(0, named=True)
+    assert oracle["retrieval_recall_at_5"] is None and oracle["prefill_tokens_per_s"] > 0
     advanced = table.filter(pl.col("method") == "advanced").row(0, named=True)
     assert 0 <= advanced["retrieval_recall_at_5"] <= 1
+
+
+def test_oracle_passage_is_the_gold_page_chunk_holding_the_answer(search):
+    items = [i for i in load_qa(QA_FILE) if i.source in FIXTURE_PDFS]
+    assert items
+    for item in items:
+        gold = benchmark.oracle_passage(item, search)
+        assert gold is not None and gold.file_name == item.source
+        assert gold.page_start <= item.page <= gold.page_end
+        # The QA set is verified against its pages, so the chunk holds a gold answer.
+        assert any(contains_answer(gold.text, a) for a in item.answers), item.id
