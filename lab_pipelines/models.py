@@ -141,9 +141,19 @@ def resolve_model_dir(spec: str) -> Path:
         ) from None
 
 
+def _quiet_loading() -> None:
+    """transformers draws a progress bar for every weight load and GGUF conversion: in a run
+    log that loads several models they are most of the lines and say nothing."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_embedder(spec: str = EMBEDDER_DEFAULT, device: str = "cpu"):
     """A sentence-transformers bi-encoder."""
     from sentence_transformers import SentenceTransformer
+
+    _quiet_loading()
 
     return SentenceTransformer(str(resolve_model_dir(spec)), device=device)
 
@@ -152,6 +162,8 @@ def load_cross_encoder(spec: str, device: str = "cpu", max_length: int | None = 
     """A sentence-transformers cross-encoder (re-ranker); `max_length` None keeps the saved
     one, which is what a corpus-trained re-ranker was trained at."""
     from sentence_transformers import CrossEncoder
+
+    _quiet_loading()
 
     return CrossEncoder(str(resolve_model_dir(spec)), device=device, max_length=max_length)
 
@@ -188,6 +200,8 @@ def cache_packaged_generator(spec: str, cache_dir: Path) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_loading()
+
     name = packaged_generator_name(spec)
     if name is None:
         raise ValueError(f"{spec!r} is not a packaged generator.")
@@ -218,6 +232,8 @@ def load_causal_lm(spec: str, device: str = "cpu", cache_dir: Path | None = None
                    dtype: str = "auto"):
     """(model, tokenizer) for a packaged, local or cached-hub causal LM, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_loading()
 
     if packaged_generator_name(spec):
         if cache_dir is None:
