@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from assets_defs.rag_answer import generator_model, rag_benchmark, reranker_model
 from assets_defs.resources import ModelRegistry, resources_for
@@ -77,20 +78,36 @@ def search(library, embedder):
     return PaperSearch(root / "lancedb", lambda q: embed_texts(embedder, [q])[0])
 
 
-@pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory):
-    """A random-weight Llama with the MiniLM word-piece tokenizer, saved like a hub folder."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny_llama")
+def _save_tiny_lm(folder, config_class, model_class, chat_template: str | None = None):
+    """A random-weight causal LM of the given architecture with the MiniLM word-piece
+    tokenizer, saved like a hub folder."""
     tokenizer = AutoTokenizer.from_pretrained(models.resolve_model_dir(models.EMBEDDER_DEFAULT))
+    tokenizer.chat_template = chat_template
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    config = config_class(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id)
+    model_class(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_dir(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return _save_tiny_lm(tmp_path_factory.mktemp("tiny_llama"), LlamaConfig, LlamaForCausalLM)
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen_dir(tmp_path_factory):
+    """The default reader's architecture (Qwen2), with a minimal chat template."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
+                "{% if add_generation_prompt %}<assistant>{% endif %}")
+    return _save_tiny_lm(tmp_path_factory.mktemp("tiny_qwen2"), Qwen2Config, Qwen2ForCausalLM,
+                         template)
 
 
 def _known_passages(chunks: pl.DataFrame) -> list[tuple[str, str]]:
@@ -194,6 +211,18 @@ def test_tiny_causal_lm_loads_with_sdpa_on_cpu_and_generates(tiny_lm_dir):
     assert model.config._attn_implementation == models.attention_implementation("cpu") == "sdpa"
     generator = Generator(model, tokenizer, "completion", max_new_tokens=4)
     assert isinstance(generator.answer("What is attention?", ["Attention maps queries."]), str)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tiny_qwen2_loads_and_reads_in_the_chat_format(tiny_qwen_dir, dtype):
+    model, tokenizer = models.load_causal_lm(str(tiny_qwen_dir), "cpu", dtype=dtype)
+    assert model.config.model_type == "qwen2" and model.dtype == models.DTYPES[dtype]
+    generator = Generator(model, tokenizer, "chat", max_new_tokens=6)
+    passage = "The big model reaches a BLEU score of 28.4 on English-to-German."
+    assert isinstance(generator.answer("What BLEU score does it reach?", [passage]), str)
+    stats = generator.last
+    assert stats.prompt_tokens > 40 and 1 <= stats.new_tokens <= 6
+    assert stats.prefill_s > 0 and stats.decode_s >= 0
 
 
 def test_flash_attention_only_when_importable_on_cuda(monkeypatch):

@@ -1,16 +1,15 @@
-"""The RAG reader: the packaged Qwen GGUF's integrity check, the Qwen2 loading path on a tiny
-random model, the grounding check, and context compression."""
+"""The RAG reader: the packaged Qwen GGUF's integrity check, the grounding check, and context
+compression (the tiny Qwen2 loading test sits beside the other loaders in test_rag_answer)."""
 
 from __future__ import annotations
 
 import hashlib
 
 import pytest
-import torch
 
 from lab_pipelines import models
 from lab_pipelines.rag.compress import compress_passages
-from lab_pipelines.rag.generate import ABSTAIN, Generator
+from lab_pipelines.rag.generate import ABSTAIN
 from lab_pipelines.rag.grounding import check_grounding, ground_answer, numbers
 from lab_pipelines.rag.index import embed_texts
 
@@ -58,36 +57,6 @@ def test_unknown_packaged_generator_fails_with_one_line():
     assert models.packaged_generator_name("some/folder") is None
 
 
-@pytest.fixture(scope="module")
-def tiny_qwen_dir(tmp_path_factory):
-    """A random-weight Qwen2 with a word-piece tokenizer and a minimal chat template."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny_qwen2")
-    tokenizer = AutoTokenizer.from_pretrained(models.resolve_model_dir(models.EMBEDDER_DEFAULT))
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} "
-                               "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id)
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_tiny_qwen2_loads_and_reads_in_the_chat_format(tiny_qwen_dir, dtype):
-    model, tokenizer = models.load_causal_lm(str(tiny_qwen_dir), "cpu", dtype=dtype)
-    assert model.config.model_type == "qwen2" and model.dtype == models.DTYPES[dtype]
-    generator = Generator(model, tokenizer, "chat", max_new_tokens=6)
-    answer = generator.answer("What BLEU score does it reach?", [PASSAGE])
-    assert isinstance(answer, str)
-    stats = generator.last
-    assert stats.prompt_tokens > 40 and 1 <= stats.new_tokens <= 6
-    assert stats.prefill_s > 0 and stats.decode_s >= 0
-
-
 def test_grounding_keeps_a_copied_answer_and_withholds_an_invented_number():
     assert check_grounding("28.4 BLEU", [PASSAGE]).grounded
     assert check_grounding("eight P100 GPUs", [PASSAGE]).grounded
@@ -111,8 +80,8 @@ def test_compression_keeps_the_sentences_nearest_the_question():
     embedder = models.load_embedder()
     passages = [
         "Penguins live in the southern hemisphere. They cannot fly. They swim very well.",
-        "The model was trained on eight GPUs. Training took three and a half days. "
-        "The learning rate followed a warm-up schedule.",
+        ("The model was trained on eight GPUs. Training took three and a half days. "
+         "The learning rate followed a warm-up schedule."),
     ]
     kept = compress_passages("How long did training take?", passages,
                              lambda texts: embed_texts(embedder, texts), keep=1)

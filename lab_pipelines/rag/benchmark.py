@@ -23,8 +23,13 @@ import numpy as np
 import polars as pl
 
 from lab_pipelines.progress import LogFn, track
-from lab_pipelines.rag.answer import (Answer, answer_advanced, answer_naive, answer_oracle,
-                                      answer_vanilla)
+from lab_pipelines.rag.answer import (
+    Answer,
+    answer_advanced,
+    answer_naive,
+    answer_oracle,
+    answer_vanilla,
+)
 from lab_pipelines.rag.compress import EmbedFn
 from lab_pipelines.rag.generate import Generator
 from lab_pipelines.rag.qa import QAItem, answer_is_correct, contains_answer
