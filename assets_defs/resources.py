@@ -56,6 +56,14 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def _big_models() -> ModelRegistry:
+    return ModelRegistry(
+        embedder=_env("LAB_EMBEDDER", "BAAI/bge-large-en-v1.5"),
+        generator=_env("LAB_GENERATOR", "meta-llama/Meta-Llama-3-8B-Instruct"),
+        reranker=_env("LAB_RERANKER", "BAAI/bge-reranker-base"),
+    )
+
+
 RESOURCES_BY_PROFILE: dict[str, dict[str, dg.ConfigurableResource]] = {
     # CPU, models that ship in packages, small budgets; a card is still used if one exists.
     "embedded": {
@@ -69,17 +77,26 @@ RESOURCES_BY_PROFILE: dict[str, dict[str, dg.ConfigurableResource]] = {
         "gpu0": CardResource(device="cuda:0"),
         "gpu1": CardResource(device="cuda:1"),
         "lab": LabResource(profile="gpu"),
-        "models": ModelRegistry(
-            embedder=_env("LAB_EMBEDDER", "BAAI/bge-large-en-v1.5"),
-            generator=_env("LAB_GENERATOR", "meta-llama/Meta-Llama-3-8B-Instruct"),
-            reranker=_env("LAB_RERANKER", "BAAI/bge-reranker-base"),
-        ),
+        "models": _big_models(),
+    },
+    # A Kubernetes cluster (deploy/, docs/scaling.md): every card step runs in a pod of its
+    # own that requests one GPU, so inside the pod that card is always cuda:0. Data lives on
+    # the shared volume LAB_DATA_DIR points at.
+    "k8s": {
+        "gpu0": CardResource(device="cuda:0"),
+        "gpu1": CardResource(device="cuda:0"),
+        "lab": LabResource(profile="gpu"),  # the gpu profile's full budgets
+        "models": _big_models(),
     },
 }
 
 
-def resources_for(profile: str | None = None) -> dict[str, dg.ConfigurableResource]:
+def profile_name(profile: str | None = None) -> str:
     name = profile or os.environ.get("LAB_PROFILE", "embedded")
     if name not in RESOURCES_BY_PROFILE:
         raise ValueError(f"LAB_PROFILE={name!r}: choose one of {sorted(RESOURCES_BY_PROFILE)}.")
-    return RESOURCES_BY_PROFILE[name]
+    return name
+
+
+def resources_for(profile: str | None = None) -> dict[str, dg.ConfigurableResource]:
+    return RESOURCES_BY_PROFILE[profile_name(profile)]
