@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets_defs import nerf, rag, rag_answer, recsys, reports, runs, schedules
+from assets_defs import elevate, nerf, rag, rag_answer, recsys, reports, runs, schedules
 from assets_defs.resources import profile_name, resources_for
 
 DOMAINS = {
     "rag": [rag, rag_answer],
+    "elevate": [elevate],
     "recsys": [recsys],
     "nerf": [nerf],
     "reports": [reports],

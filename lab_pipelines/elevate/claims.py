@@ -1,0 +1,69 @@
+"""An answer cut into atomic claims: sentences, then coordinated clauses, each keeping the
+citation written after it.
+
+The critic judges one fact at a time: a sentence "X has 6 layers and Y has 8" with one wrong
+half must fail that half only, so the loop can correct or drop it and keep the other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lab_pipelines.rag.rerank import split_sentences
+
+# A citation as the advanced reader writes it: "[file.pdf, p. 3]" or "(file.pdf, pp. 3-4)".
+_CITATION = re.compile(r"\s*[\[(]([^\[\]()]*?\.pdf,\s*pp?\.\s*[\d\-–]+)[\])]")
+# Clause boundaries: a semicolon, or ", and|but|while|whereas" (a comma before the
+# conjunction marks a new clause, "A and B" alone is one noun phrase).
+_CLAUSE = re.compile(r";\s+|,\s+(?:and|but|while|whereas)\s+")
+MIN_CLAUSE_WORDS = 3
+_MARK = "CITATIONMARK"
+_MARKER = re.compile(_MARK + r"(\d+)")
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    citation: str = ""  # the (file, page) the reader cited for it, if any
+
+
+def _clauses(sentence: str) -> list[str]:
+    parts = [p.strip(" ,;") for p in _CLAUSE.split(sentence)]
+    # A fragment too short to assert anything stays with its neighbour.
+    if len(parts) < 2 or any(len(p.split()) < MIN_CLAUSE_WORDS for p in parts):
+        return [sentence]
+    return [p if p.endswith((".", "!", "?")) else p + "." for p in parts]
+
+
+def split_claims(answer: str) -> list[Claim]:
+    """The answer's atomic claims in order; citations stay with the sentence they follow."""
+    citations = _CITATION.findall(answer)
+    # Citations hold "p. 8", which reads as a sentence end: park them behind markers first.
+    marked = answer
+    for i in range(len(citations)):
+        marked = _CITATION.sub(f" {_MARK}{i}", marked, count=1)
+    claims = []
+    for sentence in split_sentences(marked):
+        cited = [citations[int(i)] for i in _MARKER.findall(sentence)]
+        bare = " ".join(_MARKER.sub("", sentence).split()).replace(" .", ".")
+        if not any(ch.isalnum() for ch in bare):
+            continue
+        citation = "; ".join(cited)
+        # A fragment of a word or two ("For the") asserts nothing a critic could check.
+        claims += [Claim(c, citation) for c in _clauses(bare)
+                   if len(c.split()) >= MIN_CLAUSE_WORDS]
+    return claims
+
+
+def trim_unfinished(answer: str) -> str:
+    """The answer without a last sentence cut off by the token limit, if others are whole."""
+    sentences = split_sentences(answer)
+    if len(sentences) > 1 and not sentences[-1].rstrip(" ])").endswith((".", "!", "?")):
+        return " ".join(sentences[:-1])
+    return answer
+
+
+def join_claims(claims: list[Claim]) -> str:
+    """Claims back into an answer, each citation after its claim."""
+    return " ".join(f"{c.text} [{c.citation}]" if c.citation else c.text for c in claims)

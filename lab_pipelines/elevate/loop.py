@@ -1,0 +1,145 @@
+"""Retrieve, verify, refine: the ELEVATE loop around a reader and a critic.
+
+1. The reader drafts an answer of one to three short sentences from the retrieved passages.
+2. The answer is cut into claims (`claims.split_claims`); the critic checks each against the
+   evidence.
+3. For each failed claim, the library is searched again with the claim as the query; a claim
+   the new passages back is kept as it is.
+4. Claims still failing go back to the reader with a correction signal that names each one and
+   the evidence sentence contradicting it (or says nothing backs it), and the reader rewrites
+   the answer. Back to 2, at most `max_rounds` times.
+5. A final pass drops every claim still unverified; nothing left means an abstention.
+Instructions inside the evidence change nothing: the critic strips them before reading
+(`critic.strip_instructions`), and the reader sees the same cleaned passages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from lab_pipelines.elevate.claims import Claim, join_claims, split_claims, trim_unfinished
+from lab_pipelines.elevate.critic import ClaimVerdict, Critic, strip_instructions
+from lab_pipelines.rag.generate import ABSTAIN, Generator, is_abstention
+from lab_pipelines.rag.search import Passage
+
+Requery = Callable[[str, int], list[Passage]]  # (query, k) -> passages
+
+_ANSWER_INSTRUCTION = (
+    "Answer the question in one to three short sentences that state the key facts, using only "
+    f'the passages. If the passages do not contain the answer, answer "{ABSTAIN}".')
+# No number and no name, so nothing in it can leak into an answer about the library.
+_EXAMPLE = ("Passage 1: The gardener waters the roses early in the morning, before the heat of "
+            "the day, and feeds them with compost in spring.\n\nQuestion: When does the gardener "
+            "water the roses?\nAnswer: The gardener waters the roses early in the morning, "
+            "before the heat of the day.")
+_REFINE_INSTRUCTION = (
+    "A critic checked the draft answer against the passages and rejected some claims. Write "
+    "a corrected answer in one to three short sentences, using only the passages: fix each "
+    "rejected claim so that it says what the passages say, or leave it out. If the passages "
+    f'do not contain the answer, answer "{ABSTAIN}".')
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    max_rounds: int = 2
+    requery_k: int = 2  # passages retrieved per failed claim
+    max_passages: int = 5  # passages shown to the reader when it refines
+    max_new_tokens: int = 48  # one to three short sentences; decode is ~10 tokens/s on CPU
+
+
+def _passage_block(passages: Sequence[str]) -> str:
+    return "\n\n".join(f"Passage {i}: {p}" for i, p in enumerate(passages, start=1))
+
+
+def answer_prompt(question: str, passages: Sequence[str]) -> str:
+    return (f"{_ANSWER_INSTRUCTION}\n\n{_EXAMPLE}\n\n{_passage_block(passages)}\n\n"
+            f"Question: {question}\nAnswer:")
+
+
+def correction_signal(failed: Sequence[tuple[Claim, ClaimVerdict]]) -> str:
+    """One line per rejected claim: the contradicting sentence, or that nothing backs it."""
+    lines = []
+    for claim, verdict in failed:
+        if verdict.label == "contradicted" and verdict.evidence:
+            lines.append(f'- "{claim.text}" is contradicted by the passage sentence: '
+                         f'"{verdict.evidence}"')
+        else:
+            lines.append(f'- "{claim.text}" is not backed by any passage.')
+    return "\n".join(lines)
+
+
+def refine_prompt(question: str, passages: Sequence[str], draft: str, signal: str) -> str:
+    return (f"{_REFINE_INSTRUCTION}\n\n{_passage_block(passages)}\n\nQuestion: {question}\n"
+            f"Draft answer: {draft}\nRejected claims:\n{signal}\nCorrected answer:")
+
+
+def draft_answer(question: str, passages: Sequence[str], generator: Generator,
+                 max_new_tokens: int = LoopConfig.max_new_tokens) -> str:
+    """The reader's answer in the claim style (one to three sentences, one line)."""
+    return trim_unfinished(generator.complete(
+        answer_prompt(question, strip_instructions(passages)), max_new_tokens,
+        stop_at_newline=True))
+
+
+@dataclass
+class LoopResult:
+    text: str  # what ships: verified claims only, or an abstention
+    draft: str
+    rounds: int  # refinement rounds used (0: the draft verified, or nothing to verify)
+    claims: list[tuple[Claim, ClaimVerdict]] = field(default_factory=list)  # the last answer's
+    kept: list[Claim] = field(default_factory=list)  # what `text` is made of
+    dropped: list[Claim] = field(default_factory=list)  # unverified at the end, not shipped
+    generations: int = 1
+    seconds: float = 0.0  # verification, re-retrieval and rewrites, the draft excluded
+
+    @property
+    def abstained(self) -> bool:
+        return is_abstention(self.text)
+
+
+def _cite(verdict: ClaimVerdict, passages: Sequence[Passage]) -> str:
+    return next((p.citation for p in passages if verdict.evidence and verdict.evidence in
+                 " ".join(p.text.split())), "")
+
+
+def refine(question: str, draft: str, passages: Sequence[Passage], generator: Generator,
+           critic: Critic, requery: Requery | None = None,
+           config: LoopConfig = LoopConfig()) -> LoopResult:
+    """Verify `draft` (the reader's answer from `passages`) claim by claim and refine it."""
+    started = time.perf_counter()
+    evidence = list(passages)
+    text, rounds, generations = draft, 0, 1
+    judged: list[tuple[Claim, ClaimVerdict]] = []
+    while not is_abstention(text):
+        claims = split_claims(text)
+        verdicts = critic.verify_many([c.text for c in claims], [p.text for p in evidence])
+        judged = list(zip(claims, verdicts, strict=True))
+        failed = [(c, v) for c, v in judged if not v.verified]
+        if not failed or rounds == config.max_rounds:
+            break
+        rounds += 1
+        if requery is not None:
+            seen = {p.chunk_id for p in evidence}
+            for claim, _ in failed:
+                new = [p for p in requery(claim.text, config.requery_k) if p.chunk_id not in seen]
+                seen.update(p.chunk_id for p in new)
+                evidence += new
+            rechecked = critic.verify_many([c.text for c, _ in failed], [p.text for p in evidence])
+            fixed = {c: v for (c, _), v in zip(failed, rechecked, strict=True) if v.verified}
+            judged = [(c, fixed.get(c, v)) for c, v in judged]
+            failed = [(c, v) for c, v in zip((c for c, _ in failed), rechecked, strict=True)
+                      if not v.verified]
+            if not failed:
+                break
+        shown = strip_instructions([p.text for p in evidence[:config.max_passages]])
+        text = trim_unfinished(generator.complete(
+            refine_prompt(question, shown, text, correction_signal(failed)),
+            config.max_new_tokens, stop_at_newline=True))
+        generations += 1
+    kept = [Claim(c.text, c.citation or _cite(v, evidence)) for c, v in judged if v.verified]
+    dropped = [c for c, v in judged if not v.verified]
+    final = join_claims(kept) if kept else ABSTAIN
+    return LoopResult(final, draft, rounds, judged, kept, dropped, generations,
+                      time.perf_counter() - started)
