@@ -14,16 +14,16 @@ import html
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import polars as pl
 
-from lab_pipelines.tables import image_markdown, markdown_table, read_table  # noqa: E402
+from lab_pipelines.tables import image_markdown, markdown_table, read_table
 
 _BOOKKEEPING = ("run_id", "created_at")
 
@@ -139,6 +139,10 @@ def trend_png(report: TableReport) -> bytes | None:
     position = {run: i for i, run in enumerate(order["run_id"])}
     ticks = [f"{when:%m-%d %H:%M}\n{run[:8]}" for run, when in order.iter_rows()]
     series = [c for c in report.spec.series if c in report.runs.columns]
+    # One colour per series in every panel, so the first panel's legend reads for all.
+    labels = sorted({_series_label(row, series)
+                     for row in report.runs.select(series).unique().iter_rows(named=True)})
+    colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         per_run = (report.runs.group_by([*series, "run_id"]).agg(pl.col(metric).mean())
@@ -148,7 +152,7 @@ def trend_png(report: TableReport) -> bytes | None:
             points = sorted((position[r], v) for r, v in zip(rows["run_id"], rows[metric])
                             if v is not None)
             if points:
-                ax.plot(*zip(*points), marker="o", label=label)
+                ax.plot(*zip(*points), marker="o", label=label, color=colour[label])
         for key, published in report.spec.anchors.items():
             if metric in published:
                 ax.axhline(published[metric], linestyle="--", linewidth=1, color="grey")
@@ -233,11 +237,12 @@ def _html_section(report: TableReport, run: str, when: str, machine: str,
                   versus: pl.DataFrame, png: bytes | None,
                   history: list[tuple[str, str, str]]) -> str:
     esc = html.escape
-    parts = [f"<section id='{esc(report.name)}'><h2>{esc(report.spec.title)} "
-             f"<code>{esc(report.name)}</code></h2>",
-             f"<p class=prov>latest run <code>{esc(run)}</code> &middot; {esc(when)} &middot; "
-             f"{esc(machine)}</p><div class=side><div><h3>Latest run</h3>"
-             f"{_html_table(_body(report.latest))}</div>"]
+    heading = (f"<section id='{esc(report.name)}'><h2>{esc(report.spec.title)} "
+               f"<code>{esc(report.name)}</code></h2>")
+    latest = (f"<p class=prov>latest run <code>{esc(run)}</code> &middot; {esc(when)} &middot; "
+              f"{esc(machine)}</p><div class=side><div><h3>Latest run</h3>"
+              f"{_html_table(_body(report.latest))}</div>")
+    parts = [heading, latest]
     if not versus.is_empty():
         parts.append(f"<div><h3>Published vs ours</h3>{_html_table(versus)}"
                      f"<p class=src>{esc(report.spec.anchor_source)}</p></div>")
@@ -261,12 +266,12 @@ code{background:#f6f6f6;padding:0 3px}"""
 
 
 def _html_page(sections: list[str], missing: list[str]) -> str:
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     todo = ""
     if missing:
-        todo = ("<section><h2>Not yet measured</h2><ul>" + "".join(
-            f"<li>{html.escape(BENCHMARKS[t].title)} <code>{t}</code></li>" for t in missing)
-            + "</ul></section>")
+        items = "".join(f"<li>{html.escape(BENCHMARKS[t].title)} <code>{t}</code></li>"
+                        for t in missing)
+        todo = f"<section><h2>Not yet measured</h2><ul>{items}</ul></section>"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Lab benchmarks</title>"
             f"<style>{_STYLE}</style></head><body><h1>Lab benchmarks</h1>"
             f"<p class=prov>generated {generated}</p>{''.join(sections)}{todo}</body></html>\n")
