@@ -113,7 +113,7 @@ def dnerf_checkpoint(context: dg.AssetExecutionContext, config: NerfTrainConfig,
                      f"(canonical on {canonical}, deformation on {deformation})")
     result = train_field(
         scene_dir, lab.root() / "nerf" / "checkpoints", cfg, canonical, deformation,
-        on_log=lambda r: context.log.info(json.dumps(r)))
+        log=context.log.info)
     if result.start_step:
         context.log.info(f"resumed an interrupted run at step {result.start_step}")
     atomic_write_bytes(_pointer(lab), json.dumps({"checkpoint": str(result.checkpoint),
@@ -163,7 +163,7 @@ def nerf_benchmark(context: dg.AssetExecutionContext, config: NerfBenchmarkConfi
             raise ValueError(f"compare_methods: {method!r} is not one of {METHODS}")
         context.log.info(f"training {method} for the side-by-side at {trained_cfg.budget_seconds:.0f} s")
         runs.append(run_method(scene_dir, out_dir, replace(trained_cfg, method=method), canonical, deformation,
-                               on_log=lambda r: context.log.info(json.dumps(r))))
+                               log=context.log.info))
     baselines = trivial_baselines(scene_dir, trained_cfg.downscale)
     # The first run is the checkpoint under test; the others are there for comparison.
     rows = [{**run.row(scene_dir.name, canonical), **baselines, "role": "checkpoint" if i == 0 else "comparison"}

@@ -13,6 +13,7 @@ from lab_pipelines.nerf.evaluate import EvalResult, evaluate
 from lab_pipelines.nerf.metrics import mean_view_psnr
 from lab_pipelines.nerf.scenes import load_split, native_resolution
 from lab_pipelines.nerf.train import TrainConfig, TrainResult, train
+from lab_pipelines.progress import LogFn
 
 BENCHMARK_COLUMNS = ("scene", "method", "resolution", "iterations", "train_seconds", "psnr", "ssim")
 
@@ -52,8 +53,8 @@ def trivial_baselines(scene_dir: str | Path, downscale: int) -> dict[str, float]
 
 
 def run_method(scene_dir: Path, out_dir: Path, cfg: TrainConfig, canonical_device: str, deformation_device: str,
-               on_log: Callable[[dict], None] | None = None) -> MethodRun:
-    trained = train(scene_dir, out_dir / "checkpoints", cfg, canonical_device, deformation_device, on_log)
+               on_log: Callable[[dict], None] | None = None, log: LogFn | None = None) -> MethodRun:
+    trained = train(scene_dir, out_dir / "checkpoints", cfg, canonical_device, deformation_device, on_log, log)
     evaluated = evaluate(trained.checkpoint, out_dir / "renders" / f"{scene_dir.name}-{cfg.method}",
                          scene_dir, canonical_device, deformation_device)
     return MethodRun(trained, evaluated)

@@ -69,6 +69,10 @@ class DNeRFConfig:
     skip: int = 4  # the input is concatenated again after this many layers
     deform_width: int = 256
     deform_depth: int = 8
+    deform_pos_freqs: int = 10
+    # 'relu' as in the paper; 'softplus' (shifted by -1, as mip-NeRF) never goes dead: with ReLU
+    # a short CPU run can push every density pre-activation below zero and render only white.
+    density_activation: str = "relu"
     n_coarse: int = 64
     n_fine: int = 128
 
@@ -96,7 +100,7 @@ class MLP(nn.Module):
 class DeformationMLP(nn.Module):
     def __init__(self, cfg: DNeRFConfig) -> None:
         super().__init__()
-        self.pos_enc = PositionalEncoding(3, cfg.pos_freqs)
+        self.pos_enc = PositionalEncoding(3, cfg.deform_pos_freqs)
         self.time_enc = PositionalEncoding(1, cfg.time_freqs)
         in_dims = self.pos_enc.out_dims + self.time_enc.out_dims
         self.trunk = MLP(in_dims, cfg.deform_width, cfg.deform_depth, skip=cfg.skip)
@@ -115,6 +119,7 @@ class DeformationMLP(nn.Module):
 class CanonicalMLP(nn.Module):
     def __init__(self, cfg: DNeRFConfig) -> None:
         super().__init__()
+        self.cfg = cfg
         self.pos_enc = PositionalEncoding(3, cfg.pos_freqs)
         self.dir_enc = PositionalEncoding(3, cfg.dir_freqs)
         self.trunk = MLP(self.pos_enc.out_dims, cfg.width, cfg.depth, skip=cfg.skip)
@@ -127,7 +132,8 @@ class CanonicalMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, d: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(self.pos_enc(x))
-        sigma = F.relu(self.density(h)).squeeze(-1)
+        raw = self.density(h).squeeze(-1)
+        sigma = F.relu(raw) if self.cfg.density_activation == "relu" else F.softplus(raw - 1.0)
         rgb = torch.sigmoid(self.colour(torch.cat([self.feature(h), self.dir_enc(d)], dim=-1)))
         return sigma, rgb
 
