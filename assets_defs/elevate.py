@@ -11,7 +11,7 @@ import polars as pl
 from assets_defs.rag_answer import _gated_reranker
 from assets_defs.resources import CardResource, LabResource, ModelRegistry
 from lab_pipelines import models as model_registry
-from lab_pipelines.elevate import CLASSIFIER_DIR, benchmark, classifier
+from lab_pipelines.elevate import CLASSIFIER_DIR, benchmark, classifier, load_critic, save_threshold
 from lab_pipelines.elevate.claimset import evaluate_critic, load_claims
 from lab_pipelines.elevate.critic import Critic, LLMJudge, NLIJudge
 from lab_pipelines.elevate.judge import Judge
@@ -87,15 +87,16 @@ def claim_classifier(context: dg.AssetExecutionContext, config: ClaimClassifierC
     model, report = classifier.train_classifier(train, heldout, settings, device,
                                                 log=context.log.info)
     target = save_reranker(model.cross_encoder, _classifier_dir(lab))
+    save_threshold(target, report.veto_threshold)
     table, overall = _critic_table(claims_file, {
         "rules": Critic(), "classifier": Critic(judge=model, rules=False),
-        "rules+classifier": Critic(judge=model)})
+        "rules+classifier": Critic(judge=model, threshold=report.veto_threshold)})
     return dg.MaterializeResult(metadata={
         "path": str(target), "device": device, "train_pairs": report.n_train,
         "heldout_pairs": report.n_heldout, "steps": report.steps,
         "train_seconds": round(report.train_seconds, 1),
         "heldout_accuracy": report.heldout_accuracy,
-        "heldout_majority": report.heldout_majority,
+        "heldout_majority": report.heldout_majority, "veto_threshold": report.veto_threshold,
         "critic_balanced_accuracy": overall["rules+classifier"]["balanced_accuracy"],
         "critic_on_claim_set": dg.MetadataValue.md(markdown_table(table))})
 
@@ -143,8 +144,7 @@ def _critic(config: ElevateBenchmarkConfig, lab: LabResource, device: str,
             return Critic(judge=LLMJudge(reader.model, reader.tokenizer))
         return Critic(judge=LLMJudge(*model_registry.load_causal_lm(
             config.llm_model, device, lab.root() / "models")))
-    return Critic(judge=classifier.ClaimClassifier(
-        model_registry.load_cross_encoder(str(_classifier_dir(lab)), device)))
+    return load_critic(_classifier_dir(lab), device)
 
 
 def _spread(items: list, n: int) -> list:

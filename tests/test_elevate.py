@@ -47,6 +47,8 @@ def test_answers_split_into_clauses_and_keep_their_citations():
     assert claims[0].citation == "paper.pdf, p. 8" and claims[1].citation == ""
     # "A and B" is one noun phrase, not two claims.
     assert len(split_claims("Vaswani and Shazeer wrote the paper.")) == 1
+    # A bare answer is a claim too; a repeated sentence is one claim.
+    assert [c.text for c in split_claims("Trevor Hastie. Trevor Hastie.")] == ["Trevor Hastie."]
 
 
 def test_critic_catches_a_swapped_year_and_a_swapped_name():
@@ -127,18 +129,26 @@ class ScriptedReader:
 
 
 def test_loop_stops_at_the_round_limit_and_ships_no_unverified_claim():
-    reader = ScriptedReader("The big model reaches 31.2 BLEU on English-to-German.")
+    draft = "The big model reaches 31.2 BLEU on English-to-German."
+    reader = ScriptedReader("The big model reaches 30.1 BLEU on English-to-German.",
+                            "The big model reaches 29.7 BLEU on English-to-German.",
+                            "The big model reaches 28.4 BLEU on English-to-German.")
     requeried = []
-    result = refine("What BLEU does the big model reach?", reader.answers[0],
-                    [_passage(EVIDENCE)], reader, Critic(),
-                    lambda query, k: requeried.append(query) or [], LoopConfig(max_rounds=2))
+    result = refine("What BLEU does the big model reach?", draft, [_passage(EVIDENCE)], reader,
+                    Critic(), lambda query, k: requeried.append(query) or [],
+                    LoopConfig(max_rounds=2))
+    # Two rewrites, both wrong: the third, right one is never asked for.
     assert result.rounds == 2 and result.generations == 3 and len(reader.prompts) == 2
     assert result.text == ABSTAIN and result.abstained
-    assert [c.text for c in result.dropped] == [reader.answers[0]]
+    assert [c.text for c in result.dropped] == [reader.answers[1]]
     # The correction names the claim and the sentence that contradicts it; the failed claim
     # was the re-retrieval query.
-    assert '"The big model reaches 31.2 BLEU on English-to-German."' in reader.prompts[0]
-    assert "28.4 BLEU" in reader.prompts[0] and requeried[0] == reader.answers[0]
+    assert f'"{draft}" is contradicted by the passage sentence' in reader.prompts[0]
+    assert "28.4 BLEU" in reader.prompts[0] and requeried[0] == draft
+    # A reader that will not change its answer ends the loop early.
+    stubborn = ScriptedReader(draft)
+    again = refine("BLEU?", draft, [_passage(EVIDENCE)], stubborn, Critic(), None)
+    assert again.rounds == 1 and again.text == ABSTAIN
 
 
 def test_an_unverifiable_claim_never_reaches_the_final_answer():

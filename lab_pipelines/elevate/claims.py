@@ -47,13 +47,11 @@ def split_claims(answer: str) -> list[Claim]:
     for sentence in split_sentences(marked):
         cited = [citations[int(i)] for i in _MARKER.findall(sentence)]
         bare = " ".join(_MARKER.sub("", sentence).split()).replace(" .", ".")
-        if not any(ch.isalnum() for ch in bare):
-            continue
-        citation = "; ".join(cited)
-        # A fragment of a word or two ("For the") asserts nothing a critic could check.
-        claims += [Claim(c, citation) for c in _clauses(bare)
-                   if len(c.split()) >= MIN_CLAUSE_WORDS]
-    return claims
+        if not any(ch.isalnum() for ch in bare) or bare.endswith("?"):
+            continue  # a question asserts nothing (small readers echo the question)
+        claims += [Claim(c, "; ".join(cited)) for c in _clauses(bare)]
+    # A small reader sometimes repeats a sentence: one claim, however often it is said.
+    return list({c.text: c for c in reversed(claims)}.values())[::-1]
 
 
 def trim_unfinished(answer: str) -> str:

@@ -142,8 +142,10 @@ def rule_verdict(claim: str, evidence: Sequence[str], config: RuleConfig = RuleC
     if wrong_units:
         return ClaimVerdict("contradicted", 0.1, best, "unit differs from the evidence: "
                             + ", ".join(f"{n} {u}" for n, u in sorted(wrong_units)))
-    near_words = content_words(near)
-    missing_names = [n for n in _claim_names(claim) if not content_words(n) <= near_words]
+    # Names anywhere in the evidence count: a reader names the paper or method its passage
+    # is about, which the closest sentence rarely repeats.
+    known_words = content_words(" ".join(evidence))
+    missing_names = [n for n in _claim_names(claim) if not content_words(n) <= known_words]
     if missing_names:
         return ClaimVerdict("contradicted" if names_in(near) else "unsupported", 0.15, best,
                             f"name not in the evidence: {', '.join(missing_names)}")

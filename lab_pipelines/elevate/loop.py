@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from lab_pipelines.elevate.claims import Claim, join_claims, split_claims, trim_unfinished
 from lab_pipelines.elevate.critic import ClaimVerdict, Critic, strip_instructions
 from lab_pipelines.rag.generate import ABSTAIN, Generator, is_abstention
+from lab_pipelines.rag.rerank import passage_input
 from lab_pipelines.rag.search import Passage
 
 Requery = Callable[[str, int], list[Passage]]  # (query, k) -> passages
@@ -45,7 +46,9 @@ _REFINE_INSTRUCTION = (
 class LoopConfig:
     max_rounds: int = 2
     requery_k: int = 2  # passages retrieved per failed claim
-    max_passages: int = 5  # passages shown to the reader when it refines
+    # Passages shown to the reader when it refines: the draft's budget, since on a CPU the
+    # prompt pass is most of a rewrite's cost; the critic still reads every re-retrieved one.
+    max_passages: int = 3
     max_new_tokens: int = 48  # one to three short sentences; decode is ~10 tokens/s on CPU
 
 
@@ -99,9 +102,15 @@ class LoopResult:
         return is_abstention(self.text)
 
 
+def _evidence(passages: Sequence[Passage]) -> list[str]:
+    """What the critic reads: each passage behind its paper's title, which names what the
+    passage is about even when its sentences do not."""
+    return [passage_input(p.title, p.text) for p in passages]
+
+
 def _cite(verdict: ClaimVerdict, passages: Sequence[Passage]) -> str:
-    return next((p.citation for p in passages if verdict.evidence and verdict.evidence in
-                 " ".join(p.text.split())), "")
+    return next((p.citation for p, text in zip(passages, _evidence(passages), strict=True)
+                 if verdict.evidence and verdict.evidence in " ".join(text.split())), "")
 
 
 def refine(question: str, draft: str, passages: Sequence[Passage], generator: Generator,
@@ -114,7 +123,7 @@ def refine(question: str, draft: str, passages: Sequence[Passage], generator: Ge
     judged: list[tuple[Claim, ClaimVerdict]] = []
     while not is_abstention(text):
         claims = split_claims(text)
-        verdicts = critic.verify_many([c.text for c in claims], [p.text for p in evidence])
+        verdicts = critic.verify_many([c.text for c in claims], _evidence(evidence))
         judged = list(zip(claims, verdicts, strict=True))
         failed = [(c, v) for c, v in judged if not v.verified]
         if not failed or rounds == config.max_rounds:
@@ -126,7 +135,7 @@ def refine(question: str, draft: str, passages: Sequence[Passage], generator: Ge
                 new = [p for p in requery(claim.text, config.requery_k) if p.chunk_id not in seen]
                 seen.update(p.chunk_id for p in new)
                 evidence += new
-            rechecked = critic.verify_many([c.text for c, _ in failed], [p.text for p in evidence])
+            rechecked = critic.verify_many([c.text for c, _ in failed], _evidence(evidence))
             fixed = {c: v for (c, _), v in zip(failed, rechecked, strict=True) if v.verified}
             judged = [(c, fixed.get(c, v)) for c, v in judged]
             failed = [(c, v) for c, v in zip((c for c, _ in failed), rechecked, strict=True)
@@ -134,10 +143,13 @@ def refine(question: str, draft: str, passages: Sequence[Passage], generator: Ge
             if not failed:
                 break
         shown = strip_instructions([p.text for p in evidence[:config.max_passages]])
-        text = trim_unfinished(generator.complete(
+        rewrite = trim_unfinished(generator.complete(
             refine_prompt(question, shown, text, correction_signal(failed)),
             config.max_new_tokens, stop_at_newline=True))
         generations += 1
+        if rewrite == text:
+            break  # the reader will not change it: another round would cost the same for nothing
+        text = rewrite
     kept = [Claim(c.text, c.citation or _cite(v, evidence)) for c, v in judged if v.verified]
     dropped = [c for c, v in judged if not v.verified]
     final = join_claims(kept) if kept else ABSTAIN
