@@ -88,3 +88,13 @@ def test_compression_keeps_the_sentences_nearest_the_question():
     assert kept == ["Training took three and a half days."]
     # Asking to keep more sentences than there are returns the passages unchanged.
     assert compress_passages("q", passages, lambda t: embed_texts(embedder, t), 10) == passages
+
+
+def test_compression_shows_a_sentence_shared_by_overlapping_chunks_once():
+    embedder = models.load_embedder()
+    shared = "Training took three and a half days."
+    passages = [f"The model was trained on eight GPUs. {shared}",
+                f"{shared} The learning rate followed a warm-up schedule."]
+    kept = compress_passages("How long did training take?", passages,
+                             lambda texts: embed_texts(embedder, texts), keep=2)
+    assert " ".join(kept).count(shared) == 1

@@ -21,9 +21,14 @@ EmbedFn = Callable[[Sequence[str]], np.ndarray]  # texts -> unit-norm rows
 
 def compress_passages(question: str, passages: Sequence[str], embed: EmbedFn,
                       keep: int) -> list[str]:
-    """Each passage cut down to its sentences among the `keep` nearest the question overall;
-    passages left with none are dropped."""
-    sentences = [split_sentences(p) for p in passages]
+    """Each passage cut down to its sentences among the `keep` nearest the question overall
+    (a sentence repeated by an overlapping neighbour counts once); passages left with none
+    are dropped."""
+    # Neighbouring chunks overlap (200 characters by default), so a sentence can come twice:
+    # it is scored and shown once, in the first passage that holds it.
+    seen: set[str] = set()
+    sentences = [[s for s in split_sentences(p) if not (s in seen or seen.add(s))]
+                 for p in passages]
     flat = [s for group in sentences for s in group]
     if len(flat) <= keep:
         return [p for p in passages if p.strip()]
