@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.events import DagsterEvent
@@ -34,7 +35,7 @@ REAP_EVERY_S = 5.0
 def process_start(pid: int) -> str | None:
     """Start time of process `pid` in clock ticks since boot, or None if there is no such process."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces; fields after its closing parenthesis are fixed.
