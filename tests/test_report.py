@@ -4,7 +4,7 @@ self-contained HTML page, and tables that grow new rows and columns."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -77,5 +77,5 @@ def test_asset_writes_the_page_and_markdown_metadata(tmp_path):
     assert meta["plots"].value == 3 and meta["not_yet_measured"].value == "elevate_benchmark"
     assert "data:image/png;base64," in meta["report"].value
     assert not list(page.parent.glob(".*tmp*")), "a temporary file was left behind"
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     assert today in page.read_text()

@@ -7,8 +7,8 @@ download needs the internet and is never used.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -53,11 +53,11 @@ def webserver(tmp_path) -> Iterator[str]:
     env = {**os.environ, "DAGSTER_HOME": str(home), "LAB_DATA_DIR": str(tmp_path / "data"),
            "HF_HUB_OFFLINE": "1"}
     port = _free_port()
-    log = open(tmp_path / "webserver.log", "w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1",
-         "-p", str(port), "-m", "assets_defs.definitions"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "webserver.log", "w") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-webserver")), "-h", "127.0.0.1",
+             "-p", str(port), "-m", "assets_defs.definitions"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -73,17 +73,16 @@ def webserver(tmp_path) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
-        log.close()
 
 
 def _dismiss_welcome(page) -> None:
     """A fresh instance greets a new user with a newsletter dialog over the page."""
+    from playwright.sync_api import TimeoutError as NoDialog
+
     skip = page.get_by_role("button", name="Skip")
-    try:
+    with contextlib.suppress(NoDialog):
         skip.wait_for(timeout=5_000)
         skip.click()
-    except Exception:  # noqa: BLE001 (playwright's TimeoutError: no dialog this time)
-        pass
 
 
 @pytest.mark.timeout(300)
