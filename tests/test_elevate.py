@@ -7,8 +7,8 @@ import json
 import shutil
 
 import dagster as dg
+import numpy as np
 import pytest
-import torch
 
 from assets_defs.elevate import claim_classifier
 from assets_defs.resources import resources_for
@@ -21,9 +21,12 @@ from lab_pipelines.elevate.loop import LoopConfig, correction_signal, refine
 from lab_pipelines.elevate.perturb import PERTURBATIONS
 from lab_pipelines.paths import REPO_ROOT
 from lab_pipelines.rag.generate import ABSTAIN, Generator
-from lab_pipelines.rag.index import embed_texts, sync_index
+from lab_pipelines.rag.index import sync_index
 from lab_pipelines.rag.library import build_library, scan_library
 from lab_pipelines.rag.search import Passage
+
+# The RAG tests' random-weight Llama (a module-scoped fixture), shared rather than copied.
+from tests.test_rag_answer import tiny_lm_dir  # noqa: F401
 
 CLAIMS_FILE = REPO_ROOT / "data" / "eval" / "claims.jsonl"
 EVIDENCE = ("The Transformer was introduced by Vaswani and colleagues at Google in 2017. "
@@ -84,23 +87,7 @@ def test_claim_set_is_balanced_and_covers_every_confusion():
     assert all(c.claim and c.evidence and c.source for c in cases)
 
 
-@pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory):
-    """A random-weight Llama with the MiniLM word-piece tokenizer, saved like a hub folder."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    tokenizer = AutoTokenizer.from_pretrained(models.resolve_model_dir(models.EMBEDDER_DEFAULT))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_an_injected_instruction_changes_no_verdict(tiny_lm_dir):
+def test_an_injected_instruction_changes_no_verdict(request):
     cases = load_claims(CLAIMS_FILE)[::4]
     assert strip_instructions([f"{EVIDENCE} {INJECTION}"]) == strip_instructions([EVIDENCE])
     rules = Critic()
@@ -108,7 +95,7 @@ def test_an_injected_instruction_changes_no_verdict(tiny_lm_dir):
         clean = rules.verify(case.claim, [case.evidence])
         attacked = rules.verify(case.claim, [f"{case.evidence} {INJECTION}", INJECTION])
         assert attacked == clean, case.claim
-    model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
+    model, tokenizer = models.load_causal_lm(str(request.getfixturevalue("tiny_lm_dir")), "cpu")
     llm = Critic(judge=LLMJudge(model, tokenizer), rules=False)
     for case in cases[:6]:
         clean = llm.verify(case.claim, [case.evidence])
@@ -173,8 +160,8 @@ def test_re_retrieval_with_the_failed_claim_can_verify_it_without_a_rewrite():
     assert result.text.startswith("The model uses 4000 warm-up steps.")
 
 
-def test_loop_with_a_real_generator_and_injected_evidence(tiny_lm_dir):
-    model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
+def test_loop_with_a_real_generator_and_injected_evidence(request):
+    model, tokenizer = models.load_causal_lm(str(request.getfixturevalue("tiny_lm_dir")), "cpu")
     reader = Generator(model, tokenizer, "completion", max_new_tokens=6)
     draft = "The big model reaches 31.2 BLEU on English-to-German."
     clean = refine("BLEU?", draft, [_passage(EVIDENCE)], reader, Critic(), None)
@@ -198,8 +185,12 @@ def test_classifier_asset_trains_on_a_small_corpus_and_beats_the_majority(tmp_pa
     for name in SMALL_PDFS:
         shutil.copy(papers / name, root / "papers" / name)
     built = build_library(scan_library(root / "papers"))
-    embedder = models.load_embedder()
-    sync_index(root / "lancedb", built.chunks, lambda t: embed_texts(embedder, t), 384)
+    # The classifier reads chunk texts only: random unit vectors spare the embedding pass.
+    rng = np.random.default_rng(0)
+    sync_index(root / "lancedb", built.chunks,
+               lambda t: (v := rng.normal(size=(len(t), 384))) / np.linalg.norm(v, axis=1,
+                                                                                keepdims=True),
+               384)
     claims = tmp_path / "claims.jsonl"
     claims.write_text("".join(json.dumps(c) + "\n" for c in [
         {"evidence": EVIDENCE, "claim": "The big model reaches 28.4 BLEU.", "label": "supported",

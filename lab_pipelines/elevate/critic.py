@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal, Protocol
 
 import torch
@@ -109,7 +110,7 @@ def _order_swapped(claim: str, sentence: str) -> bool:
     ours, theirs = _anchors(claim), _anchors(sentence)
     shared = [a for a in ours if a in theirs]
     positions = [theirs.index(a) for a in shared]
-    return any(a > b for a, b in zip(positions, positions[1:]))
+    return any(a > b for a, b in pairwise(positions))
 
 
 def _negated(text: str) -> bool:
