@@ -67,14 +67,16 @@ def test_killed_cli_run_is_reaped_and_frees_its_slot(tmp_path):
     # A session of its own, so kill -9 takes the run process and its step subprocess together,
     # as a crash or an OOM kill of the whole run would.
     victim = _materialize("killed_mid_write", env, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while not (data / "mid_write").exists():
-        assert victim.poll() is None, victim.stdout.read()
-        assert time.monotonic() < deadline, "the first run never reached its write"
-        time.sleep(0.5)
+    try:
+        deadline = time.monotonic() + 240
+        while not (data / "mid_write").exists():
+            assert victim.poll() is None, victim.stdout.read()
+            assert time.monotonic() < deadline, "the first run never reached its write"
+            time.sleep(0.5)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
     killed_run_id = (data / "mid_write").read_text()
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_run_by_id(killed_run_id).status == dg.DagsterRunStatus.STARTED
@@ -83,7 +85,10 @@ def test_killed_cli_run_is_reaped_and_frees_its_slot(tmp_path):
 
     started = time.monotonic()
     survivor = _materialize("next_on_gpu0", env)
-    out, _ = survivor.communicate(timeout=240)
+    try:
+        out, _ = survivor.communicate(timeout=240)
+    finally:
+        survivor.kill()  # only matters when it hung: a blocked run must not outlive the test
     took = time.monotonic() - started
     assert survivor.returncode == 0, out
     print(f"second run on gpu0 finished in {took:.1f} s")
