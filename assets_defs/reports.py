@@ -20,7 +20,8 @@ def _machines(instance: dg.DagsterInstance, run_ids: set[str]) -> dict[str, str]
     return found
 
 
-@dg.asset(deps=["rag_benchmark", "recsys_benchmark", "nerf_benchmark"], pool="duckdb",
+@dg.asset(deps=["rag_benchmark", "elevate_benchmark", "recsys_benchmark", "nerf_benchmark"],
+          pool="duckdb",
           description="Every benchmark table's latest run beside the published numbers, with "
                       "trend plots; Markdown here, self-contained HTML in reports/index.html.")
 def benchmark_report(context: dg.AssetExecutionContext, lab: LabResource) -> dg.MaterializeResult:
