@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--compress-to", type=int, default=0)
     parser.add_argument("--top-n", type=int, default=3)
     parser.add_argument("--no-grounding", action="store_true")
+    parser.add_argument("--read-each", action="store_true",
+                        help="advanced: read each passage alone, keep the most confident answer")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: as is)")
     parser.add_argument("--out", help="Parquet file for every answer")
     args = parser.parse_args()
@@ -46,6 +48,7 @@ def main() -> None:
     search = PaperSearch(paths.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
     config = benchmark.BenchmarkConfig(top_n=args.top_n, compress_to=args.compress_to,
                                        grounded=not args.no_grounding,
+                                       read_each=args.read_each,
                                        methods=tuple(args.methods))
     started = time.perf_counter()
     answers = benchmark.run_questions(items, generator, search, None, config,

@@ -48,6 +48,7 @@ class BenchmarkConfig:
     top_n: int = 3
     compress_to: int = 0  # advanced: sentences kept from the top passages (0: whole passages)
     grounded: bool = True  # advanced and oracle: withhold answers the passages do not back
+    read_each: bool = False  # advanced: read each passage alone, keep the most confident answer
     methods: tuple[str, ...] = METHODS
 
 
@@ -76,7 +77,7 @@ def _answer(method: str, item: QAItem, generator: Generator, search: PaperSearch
     if method == "advanced":
         return answer_advanced(item.question, generator, search, reranker, config.pool_k,
                                config.top_n, config.fuse, config.compress_to, embed,
-                               config.grounded)
+                               config.grounded, config.read_each)
     if method == "oracle":
         gold = oracle_passage(item, search)
         if gold is None:
