@@ -210,8 +210,9 @@ def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonica
     model.train()
     window_rays, window_start, last_save = 0, time.perf_counter(), time.perf_counter()
     rays_per_second = 0.0
-    # The budget is wall-clock, so progress counts its seconds; the step rides in the label.
-    with Progress(int(cfg.budget_seconds), f"{cfg.method} step {step}", log, unit="s") as progress_bar:
+    # The budget is wall-clock, so progress counts its seconds; the step rides in the log label
+    # (a tqdm bar keeps the label it started with).
+    with Progress(int(cfg.budget_seconds), f"training {cfg.method}", log, unit="s") as progress_bar:
         progress_bar.update(int(elapsed))
         while elapsed < cfg.budget_seconds and not (cfg.max_steps and step >= cfg.max_steps):
             tick = time.perf_counter()
