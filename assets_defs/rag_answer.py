@@ -145,7 +145,8 @@ class RagBenchmarkConfig(dg.Config):
     top_n: int = benchmark.BenchmarkConfig.top_n
     compress_to: int = benchmark.BenchmarkConfig.compress_to
     grounded: bool = benchmark.BenchmarkConfig.grounded
-    prompt_format: str = "chat"
+    min_confidence: float | None = benchmark.BenchmarkConfig.min_confidence
+    prompt_format: str = "completion"
     max_new_tokens: int = 32
     dtype: str = "auto"  # the reader's weights: auto (bf16 where native), float32, bfloat16
     methods: list[str] = Field(default_factory=lambda: list(benchmark.METHODS))
@@ -173,7 +174,9 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
     settings = benchmark.BenchmarkConfig(naive_k=config.naive_k, pool_k=config.pool_k,
                                          fuse=config.fuse, top_n=config.top_n,
                                          compress_to=config.compress_to,
-                                         grounded=config.grounded, methods=tuple(config.methods))
+                                         grounded=config.grounded,
+                                         min_confidence=config.min_confidence,
+                                         methods=tuple(config.methods))
     started = time.perf_counter()
     per_question = benchmark.run_questions(items, generator, search, reranker, settings,
                                            log=context.log.info,

@@ -29,12 +29,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(benchmark.METHODS))
     parser.add_argument("--generator", default=models.GENERATOR_DEFAULT)
     parser.add_argument("--dtype", default="auto", choices=["auto", *models.DTYPES])
-    parser.add_argument("--prompt-format", default="chat", choices=PROMPT_FORMATS)
-    parser.add_argument("--compress-to", type=int, default=0)
-    parser.add_argument("--top-n", type=int, default=3)
+    parser.add_argument("--prompt-format", default="completion", choices=PROMPT_FORMATS)
+    parser.add_argument("--compress-to", type=int, default=benchmark.BenchmarkConfig.compress_to)
+    parser.add_argument("--top-n", type=int, default=benchmark.BenchmarkConfig.top_n)
+    parser.add_argument("--min-confidence", type=float, default=None)
     parser.add_argument("--no-grounding", action="store_true")
-    parser.add_argument("--read-each", action="store_true",
-                        help="advanced: read each passage alone, keep the most confident answer")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: as is)")
     parser.add_argument("--out", help="Parquet file for every answer")
     args = parser.parse_args()
@@ -48,7 +47,7 @@ def main() -> None:
     search = PaperSearch(paths.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
     config = benchmark.BenchmarkConfig(top_n=args.top_n, compress_to=args.compress_to,
                                        grounded=not args.no_grounding,
-                                       read_each=args.read_each,
+                                       min_confidence=args.min_confidence,
                                        methods=tuple(args.methods))
     started = time.perf_counter()
     answers = benchmark.run_questions(items, generator, search, None, config,

@@ -353,15 +353,14 @@ def test_oracle_passage_is_the_gold_page_chunk_holding_the_answer(search):
         assert any(contains_answer(gold.text, a) for a in item.answers), item.id
 
 
-def test_reading_each_passage_returns_one_scored_answer_per_passage(tiny_lm_dir):
+def test_batched_reading_matches_reading_one_prompt_at_a_time(tiny_lm_dir):
     model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
     generator = Generator(model, tokenizer, "completion", max_new_tokens=4)
-    passages = ["Attention maps queries.", "A much longer passage about recurrent networks "
-                "and how they process tokens one after another.", "Short."]
-    readings = generator.answer_each("What does attention map?", passages)
-    assert len(readings) == 3
-    assert all(isinstance(text, str) and confidence <= 0 for text, confidence in readings)
-    # Batched reading gives each prompt the same greedy answer as reading it alone.
-    assert [text for text, _ in readings] == [generator.answer("What does attention map?", [p])
-                                              for p in passages]
-    assert generator.last.new_tokens >= 1
+    prompts = [build_prompt("What does attention map?", [p], "completion") for p in
+               ["Attention maps queries.", "A much longer passage about recurrent networks "
+                "and how they process tokens one after another.", "Short."]]
+    batch = generator.complete_batch(prompts)
+    assert len(batch) == 3 and all(confidence <= 0 for _, confidence in batch)
+    # Left padding changes nothing: each prompt gets the same greedy answer as alone.
+    assert [text for text, _ in batch] == [generator.complete(p) for p in prompts]
+    assert generator.last.new_tokens >= 1 and generator.last.confidence <= 0

@@ -52,38 +52,21 @@ class Answer:
 
 
 def _read(generator: Generator, question: str, passages: list[str] | None,
-          grounded: bool = False, **fields) -> Answer:
-    """Ask the reader; with `grounded`, withhold an answer the passages do not back."""
+          grounded: bool = False, min_confidence: float | None = None, **fields) -> Answer:
+    """Ask the reader; with `grounded`, withhold an answer the passages do not back, or one
+    the reader wrote with a mean token log-probability under `min_confidence`."""
     started = time.perf_counter()
     raw = generator.answer(question, passages)
     seconds = time.perf_counter() - started
     text, withheld = raw, False
     if grounded and passages and not is_abstention(raw):
         text, check = ground_answer(raw, passages, ABSTAIN)
-        withheld = not check.grounded
+        unsure = min_confidence is not None and generator.last.confidence < min_confidence
+        withheld = not check.grounded or unsure
+        text = ABSTAIN if withheld else raw
     return Answer(text=text, abstained=is_abstention(text), raw_text=raw, withheld=withheld,
                   stats=generator.last, generation_s=seconds,
                   prompt_passages=len(passages or ()), **fields)
-
-
-def _read_each(generator: Generator, question: str, passages: list[str], grounded: bool,
-               **fields) -> Answer:
-    """Read every passage on its own and keep the reader's most confident answer (the
-    open-domain QA recipe of Chen et al. 2017, with the reader's mean token log-probability as
-    the score). With `grounded`, an answer must be backed by the passage it was read from."""
-    started = time.perf_counter()
-    readings = generator.answer_each(question, passages)
-    seconds = time.perf_counter() - started
-    answered = sorted(((confidence, text, passage)
-                       for (text, confidence), passage in zip(readings, passages, strict=True)
-                       if not is_abstention(text)), key=lambda r: -r[0])
-    raw = answered[0][1] if answered else readings[0][0]
-    backed = [r for r in answered
-              if not grounded or ground_answer(r[1], [r[2]], ABSTAIN)[1].grounded]
-    text = backed[0][1] if backed else (ABSTAIN if answered else raw)
-    return Answer(text=text, abstained=is_abstention(text), raw_text=raw,
-                  withheld=bool(answered) and not backed, stats=generator.last,
-                  generation_s=seconds, prompt_passages=len(passages), **fields)
 
 
 def answer_vanilla(question: str, generator: Generator) -> Answer:
@@ -135,11 +118,10 @@ def cite(answer: str, passages: list[Passage]) -> tuple[str, ...]:
 def answer_advanced(question: str, generator: Generator, search: PaperSearch,
                     reranker: Reranker | None, pool_k: int = 8, top_n: int = 3,
                     fuse: bool = True, compress_to: int = 0, embed: EmbedFn | None = None,
-                    grounded: bool = True, read_each: bool = False) -> Answer:
+                    grounded: bool = True, min_confidence: float | None = None) -> Answer:
     """`compress_to` > 0 keeps that many sentences of the top passages, those nearest the
-    question by `embed` (context compression); `read_each` reads each passage on its own and
-    keeps the most confident answer instead of one prompt holding them all; `grounded`
-    withholds unbacked answers."""
+    question by `embed` (context compression); `grounded` withholds unbacked answers, and
+    with `min_confidence` unsure ones."""
     started = time.perf_counter()
     pool, ranked = rerank(question, search, reranker, pool_k, fuse)
     shown = ranked[:top_n]
@@ -149,16 +131,15 @@ def answer_advanced(question: str, generator: Generator, search: PaperSearch,
             raise ValueError("Context compression needs an `embed` function.")
         texts = compress_passages(question, texts, embed, compress_to)
     retrieval_s = time.perf_counter() - started
-    read = _read_each if read_each else _read
-    answer = read(generator, question, texts, grounded, ranked=tuple(ranked), pool=tuple(pool),
-                  retrieval_s=retrieval_s)
+    answer = _read(generator, question, texts, grounded, min_confidence, ranked=tuple(ranked),
+                   pool=tuple(pool), retrieval_s=retrieval_s)
     if answer.abstained:
         return answer
     return replace(answer, citations=cite(answer.text, shown))
 
 
-def answer_oracle(question: str, generator: Generator, gold: Passage,
-                  grounded: bool = True) -> Answer:
+def answer_oracle(question: str, generator: Generator, gold: Passage, grounded: bool = True,
+                  min_confidence: float | None = None) -> Answer:
     """The reader given the gold passage itself: no retrieval to blame."""
-    return _read(generator, question, [gold.text], grounded, ranked=(gold,),
+    return _read(generator, question, [gold.text], grounded, min_confidence, ranked=(gold,),
                  citations=(gold.citation,))

@@ -42,13 +42,13 @@ RECALL_K = 5
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    naive_k: int = 3  # same prompt budget as advanced's top_n: only retrieval differs
+    naive_k: int = 3
     pool_k: int = 8  # hybrid pool the cross-encoder re-ranks
     fuse: bool = True  # fuse the cross-encoder's order with the pool's (RRF) instead of replacing it
-    top_n: int = 3
-    compress_to: int = 0  # advanced: sentences kept from the top passages (0: whole passages)
+    top_n: int = 5
+    compress_to: int = 8  # advanced: sentences kept from the top passages (0: whole passages)
     grounded: bool = True  # advanced and oracle: withhold answers the passages do not back
-    read_each: bool = False  # advanced: read each passage alone, keep the most confident answer
+    min_confidence: float | None = None  # ... and those read with a lower mean token log-prob
     methods: tuple[str, ...] = METHODS
 
 
@@ -77,13 +77,14 @@ def _answer(method: str, item: QAItem, generator: Generator, search: PaperSearch
     if method == "advanced":
         return answer_advanced(item.question, generator, search, reranker, config.pool_k,
                                config.top_n, config.fuse, config.compress_to, embed,
-                               config.grounded, config.read_each)
+                               config.grounded, config.min_confidence)
     if method == "oracle":
         gold = oracle_passage(item, search)
         if gold is None:
             raise ValueError(f"{item.id}: no chunk of {item.source} spans page {item.page}; "
                              "is the library indexed?")
-        return answer_oracle(item.question, generator, gold, config.grounded)
+        return answer_oracle(item.question, generator, gold, config.grounded,
+                             config.min_confidence)
     raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
 
 
@@ -108,6 +109,7 @@ def _row(method: str, item: QAItem, ans: Answer) -> dict:
         "new_tokens": stats.new_tokens if stats else None,
         "prefill_s": stats.prefill_s if stats else None,
         "decode_s": stats.decode_s if stats else None,
+        "confidence": stats.confidence if stats else None,
     }
 
 
@@ -131,7 +133,8 @@ def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSe
                                                 "gold_rank_before_rerank": pl.Int64,
                                                 "retrieval_s": pl.Float64,
                                                 "prompt_tokens": pl.Int64, "new_tokens": pl.Int64,
-                                                "prefill_s": pl.Float64, "decode_s": pl.Float64})
+                                                "prefill_s": pl.Float64, "decode_s": pl.Float64,
+                                                "confidence": pl.Float64})
 
 
 def _recall(ranks: pl.Series) -> float:

@@ -108,6 +108,7 @@ class GenerationStats:
     new_tokens: int
     prefill_s: float  # prompt pass up to the first new token
     decode_s: float  # every later token
+    confidence: float  # mean log-probability of the generated tokens (over the batch)
 
 
 class _Clock(BaseStreamer):
@@ -157,25 +158,8 @@ class Generator:
                  stop_at_newline: bool = False, add_special_tokens: bool = True) -> str:
         """The greedy continuation of `prompt` (special tokens of a chat template already in the
         text call for `add_special_tokens=False`, or the model sees a second BOS)."""
-        enc = self.tokenizer(prompt, return_tensors="pt",
-                             add_special_tokens=add_special_tokens).to(self.device)
-        stop = ({"stop_strings": ["\n"], "tokenizer": self.tokenizer}
-                if stop_at_newline and self._can_stop_at_newline else {})
-        clock = _Clock()
-        with torch.inference_mode():
-            # Only ids and mask: some tokenizers add token_type_ids that causal LMs reject.
-            out = self.model.generate(input_ids=enc["input_ids"],
-                                      attention_mask=enc["attention_mask"],
-                                      max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                      do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
-                                      streamer=clock, **stop)
-        new = out[0, enc["input_ids"].shape[1]:]
-        first = clock.first_token or clock.stop
-        self.last = GenerationStats(prompt_tokens=enc["input_ids"].shape[1],
-                                    new_tokens=int(new.shape[0]), prefill_s=first - clock.start,
-                                    decode_s=clock.stop - first)
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        return text.split("\n")[0].strip() if stop_at_newline else text
+        return self.complete_batch([prompt], max_new_tokens, stop_at_newline,
+                                   add_special_tokens)[0][0]
 
     def complete_batch(self, prompts: Sequence[str], max_new_tokens: int | None = None,
                        stop_at_newline: bool = False, add_special_tokens: bool = True
@@ -218,21 +202,14 @@ class Generator:
         first = clock.first_token or clock.stop
         self.last = GenerationStats(prompt_tokens=int(enc["attention_mask"].sum()),
                                     new_tokens=int(lengths.sum()), prefill_s=first - clock.start,
-                                    decode_s=clock.stop - first)
+                                    decode_s=clock.stop - first,
+                                    confidence=sum(c for _, c in results) / len(results))
         return results
 
     def chat(self, messages: list[dict[str, str]], max_new_tokens: int | None = None) -> str:
         """The assistant's reply to `messages`, through the tokenizer's chat template."""
         return self.complete(chat_prompt(self.tokenizer, messages), max_new_tokens,
                              add_special_tokens=False)
-
-    def answer_each(self, question: str, passages: Sequence[str]) -> list[tuple[str, float]]:
-        """One short answer per passage, read separately, with the reader's confidence."""
-        completion = self.prompt_format == "completion"
-        prompts = [build_prompt(question, [p], self.prompt_format, self.tokenizer)
-                   for p in passages]
-        return self.complete_batch(prompts, stop_at_newline=completion,
-                                   add_special_tokens=completion)
 
     def answer(self, question: str, passages: Sequence[str] | None = None) -> str:
         """A short answer, from `passages` or closed book when there are none."""
