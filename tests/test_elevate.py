@@ -10,8 +10,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from assets_defs.elevate import claim_classifier
-from assets_defs.resources import resources_for
+from assets_defs.elevate import claim_classifier, elevate_benchmark
+from assets_defs.resources import ModelRegistry, resources_for
 from lab_pipelines import models
 from lab_pipelines.elevate import verify_claim
 from lab_pipelines.elevate.claims import split_claims, trim_unfinished
@@ -21,14 +21,17 @@ from lab_pipelines.elevate.loop import LoopConfig, correction_signal, refine
 from lab_pipelines.elevate.perturb import PERTURBATIONS
 from lab_pipelines.paths import REPO_ROOT
 from lab_pipelines.rag.generate import ABSTAIN, Generator
-from lab_pipelines.rag.index import sync_index
+from lab_pipelines.rag.index import embed_texts, sync_index
 from lab_pipelines.rag.library import build_library, scan_library
+from lab_pipelines.rag.qa import load_qa
 from lab_pipelines.rag.search import Passage
+from lab_pipelines.tables import read_table
 
 # The RAG tests' random-weight Llama (a module-scoped fixture), shared rather than copied.
 from tests.test_rag_answer import tiny_lm_dir  # noqa: F401
 
 CLAIMS_FILE = REPO_ROOT / "data" / "eval" / "claims.jsonl"
+QA_FILE = REPO_ROOT / "data" / "eval" / "rag_qa.jsonl"
 EVIDENCE = ("The Transformer was introduced by Vaswani and colleagues at Google in 2017. "
             "On the WMT 2014 English-to-German task the big model reaches 28.4 BLEU after "
             "training for 3.5 days on eight P100 GPUs. The model does not use recurrence.")
@@ -207,3 +210,34 @@ def test_classifier_asset_trains_on_a_small_corpus_and_beats_the_majority(tmp_pa
     assert meta["heldout_accuracy"].value > meta["heldout_majority"].value
     assert (root / "models" / "claim_classifier" / "config.json").exists()
     assert "balanced accuracy" in meta["critic_on_claim_set"].value
+
+
+def test_elevate_benchmark_asset_writes_the_three_methods(tmp_path, monkeypatch, request):
+    name = "attention_is_all_you_need_1706.03762.pdf"
+    papers = REPO_ROOT / "data" / "papers"
+    if not (papers / name).exists():
+        pytest.skip("papers not fetched (run `make setup`)")
+    root = tmp_path / "lab"
+    (root / "papers").mkdir(parents=True)
+    shutil.copy(papers / name, root / "papers" / name)
+    embedder = models.load_embedder()
+    sync_index(root / "lancedb", build_library(scan_library(root / "papers")).chunks,
+               lambda t: embed_texts(embedder, t), 384)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps(i.__dict__ | {"answers": list(i.answers)}) + "\n"
+                          for i in load_qa(QA_FILE) if i.source == name))
+    monkeypatch.setenv("LAB_DATA_DIR", str(root))
+    resources = {**resources_for("embedded"),
+                 "models": ModelRegistry(generator=str(request.getfixturevalue("tiny_lm_dir")))}
+    result = dg.materialize(
+        [elevate_benchmark], resources=resources, selection=["elevate_benchmark"],
+        run_config={"ops": {"elevate_benchmark": {"config": {
+            "qa_file": str(qa), "max_questions": 2, "critic": "rules", "max_new_tokens": 8}}}})
+    assert result.success
+    rows = read_table("elevate_benchmark", root / "lab.duckdb")
+    assert rows["method"].to_list() == ["standard_rag", "grounded_rag", "elevate"]
+    assert set(rows["n_questions"]) == {2} and rows["critic_balanced_accuracy"][0] >= 0.85
+    assert all(0 <= v <= 1 for c in ("correct_claims", "hallucinated_claims")
+               for v in rows[c].to_list())
+    meta = result.asset_materializations_for_node("elevate_benchmark")[0].metadata
+    assert "critic_date" in rows.columns and "balanced accuracy" in meta["critic_on_claim_set"].value
