@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--prompt-format", default="completion", choices=PROMPT_FORMATS)
     parser.add_argument("--compress-to", type=int, default=benchmark.BenchmarkConfig.compress_to)
     parser.add_argument("--top-n", type=int, default=benchmark.BenchmarkConfig.top_n)
-    parser.add_argument("--min-confidence", type=float, default=None)
+    parser.add_argument("--min-confidence", type=float,
+                        default=benchmark.BenchmarkConfig.min_confidence)
     parser.add_argument("--no-grounding", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: as is)")
     parser.add_argument("--out", help="Parquet file for every answer")
