@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from assets_defs.rag_answer import _gated_reranker
+from assets_defs.rag_answer import gated_reranker
 from assets_defs.resources import CardResource, LabResource, ModelRegistry
 from lab_pipelines import models as model_registry
 from lab_pipelines.elevate import CLASSIFIER_DIR, benchmark, classifier, load_critic, save_threshold
@@ -169,7 +169,7 @@ def elevate_benchmark(context: dg.AssetExecutionContext, config: ElevateBenchmar
     critic = _critic(config, lab, critic_device, reader)
     embedder = model_registry.load_embedder(models.embedder, reader_device)
     search = PaperSearch(lab.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
-    reranker, reranker_used = _gated_reranker(lab, models, reader_device, context.log.warning)
+    reranker, reranker_used = gated_reranker(lab, models, reader_device, context.log.warning)
     settings = benchmark.BenchmarkConfig(
         pool_k=config.pool_k, top_n=config.top_n, fuse=config.fuse,
         loop=LoopConfig(max_rounds=config.max_rounds, requery_k=config.requery_k,

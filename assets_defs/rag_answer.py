@@ -97,7 +97,7 @@ def _quality_file(lab: LabResource) -> Path:
     return _models_dir(lab) / "reranker_quality.json"
 
 
-def _gated_reranker(lab: LabResource, models: ModelRegistry, device: str,
+def gated_reranker(lab: LabResource, models: ModelRegistry, device: str,
                     log) -> tuple[rerank.Reranker | None, str]:
     """The re-ranker the advanced method uses, and why.
 
@@ -168,7 +168,7 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
     generator = Generator(model, tokenizer, config.prompt_format, config.max_new_tokens)
     embedder = model_registry.load_embedder(models.embedder, device)
     search = PaperSearch(lab.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
-    reranker, reranker_used = _gated_reranker(lab, models, device, context.log.warning)
+    reranker, reranker_used = gated_reranker(lab, models, device, context.log.warning)
     if reranker is not None and config.fuse:
         reranker_used += ", fused with the hybrid order (RRF)"
     settings = benchmark.BenchmarkConfig(naive_k=config.naive_k, pool_k=config.pool_k,

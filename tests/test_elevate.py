@@ -28,7 +28,6 @@ from lab_pipelines.rag.search import Passage
 from lab_pipelines.tables import read_table
 
 # The RAG tests' random-weight Llama (a module-scoped fixture), shared rather than copied.
-from tests.test_rag_answer import tiny_lm_dir  # noqa: F401
 
 CLAIMS_FILE = REPO_ROOT / "data" / "eval" / "claims.jsonl"
 QA_FILE = REPO_ROOT / "data" / "eval" / "rag_qa.jsonl"
@@ -90,7 +89,7 @@ def test_claim_set_is_balanced_and_covers_every_confusion():
     assert all(c.claim and c.evidence and c.source for c in cases)
 
 
-def test_an_injected_instruction_changes_no_verdict(request):
+def test_an_injected_instruction_changes_no_verdict(tiny_lm_dir):
     cases = load_claims(CLAIMS_FILE)[::4]
     assert strip_instructions([f"{EVIDENCE} {INJECTION}"]) == strip_instructions([EVIDENCE])
     rules = Critic()
@@ -98,7 +97,7 @@ def test_an_injected_instruction_changes_no_verdict(request):
         clean = rules.verify(case.claim, [case.evidence])
         attacked = rules.verify(case.claim, [f"{case.evidence} {INJECTION}", INJECTION])
         assert attacked == clean, case.claim
-    model, tokenizer = models.load_causal_lm(str(request.getfixturevalue("tiny_lm_dir")), "cpu")
+    model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
     llm = Critic(judge=LLMJudge(model, tokenizer), rules=False)
     for case in cases[:6]:
         clean = llm.verify(case.claim, [case.evidence])
@@ -163,8 +162,8 @@ def test_re_retrieval_with_the_failed_claim_can_verify_it_without_a_rewrite():
     assert result.text.startswith("The model uses 4000 warm-up steps.")
 
 
-def test_loop_with_a_real_generator_and_injected_evidence(request):
-    model, tokenizer = models.load_causal_lm(str(request.getfixturevalue("tiny_lm_dir")), "cpu")
+def test_loop_with_a_real_generator_and_injected_evidence(tiny_lm_dir):
+    model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
     reader = Generator(model, tokenizer, "completion", max_new_tokens=6)
     draft = "The big model reaches 31.2 BLEU on English-to-German."
     clean = refine("BLEU?", draft, [_passage(EVIDENCE)], reader, Critic(), None)
@@ -212,7 +211,7 @@ def test_classifier_asset_trains_on_a_small_corpus_and_beats_the_majority(tmp_pa
     assert "balanced accuracy" in meta["critic_on_claim_set"].value
 
 
-def test_elevate_benchmark_asset_writes_the_three_methods(tmp_path, monkeypatch, request):
+def test_elevate_benchmark_asset_writes_the_three_methods(tmp_path, monkeypatch, tiny_lm_dir):
     name = "attention_is_all_you_need_1706.03762.pdf"
     papers = REPO_ROOT / "data" / "papers"
     if not (papers / name).exists():
@@ -228,7 +227,7 @@ def test_elevate_benchmark_asset_writes_the_three_methods(tmp_path, monkeypatch,
                           for i in load_qa(QA_FILE) if i.source == name))
     monkeypatch.setenv("LAB_DATA_DIR", str(root))
     resources = {**resources_for("embedded"),
-                 "models": ModelRegistry(generator=str(request.getfixturevalue("tiny_lm_dir")))}
+                 "models": ModelRegistry(generator=str(tiny_lm_dir))}
     result = dg.materialize(
         [elevate_benchmark], resources=resources, selection=["elevate_benchmark"],
         run_config={"ops": {"elevate_benchmark": {"config": {

@@ -11,7 +11,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from assets_defs.rag_answer import generator_model, rag_benchmark, reranker_model
 from assets_defs.resources import ModelRegistry, resources_for
@@ -76,38 +75,6 @@ def training_library(tmp_path_factory, embedder):
 def search(library, embedder):
     root, _ = library
     return PaperSearch(root / "lancedb", lambda q: embed_texts(embedder, [q])[0])
-
-
-def _save_tiny_lm(folder, config_class, model_class, chat_template: str | None = None):
-    """A random-weight causal LM of the given architecture with the MiniLM word-piece
-    tokenizer, saved like a hub folder."""
-    tokenizer = AutoTokenizer.from_pretrained(models.resolve_model_dir(models.EMBEDDER_DEFAULT))
-    tokenizer.chat_template = chat_template
-    torch.manual_seed(0)
-    config = config_class(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                          max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id)
-    model_class(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    return _save_tiny_lm(tmp_path_factory.mktemp("tiny_llama"), LlamaConfig, LlamaForCausalLM)
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen_dir(tmp_path_factory):
-    """The default reader's architecture (Qwen2), with a minimal chat template."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
-                "{% if add_generation_prompt %}<assistant>{% endif %}")
-    return _save_tiny_lm(tmp_path_factory.mktemp("tiny_qwen2"), Qwen2Config, Qwen2ForCausalLM,
-                         template)
 
 
 def _known_passages(chunks: pl.DataFrame) -> list[tuple[str, str]]:
@@ -356,9 +323,11 @@ def test_oracle_passage_is_the_gold_page_chunk_holding_the_answer(search):
 def test_batched_reading_matches_reading_one_prompt_at_a_time(tiny_lm_dir):
     model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
     generator = Generator(model, tokenizer, "completion", max_new_tokens=4)
-    prompts = [build_prompt("What does attention map?", [p], "completion") for p in
-               ["Attention maps queries.", "A much longer passage about recurrent networks "
-                "and how they process tokens one after another.", "Short."]]
+    passages = ["Attention maps queries.",
+                ("A much longer passage about recurrent networks and how they process tokens "
+                 "one after another."),
+                "Short."]
+    prompts = [build_prompt("What does attention map?", [p], "completion") for p in passages]
     batch = generator.complete_batch(prompts)
     assert len(batch) == 3 and all(confidence <= 0 for _, confidence in batch)
     # Left padding changes nothing: each prompt gets the same greedy answer as alone.
