@@ -1,6 +1,8 @@
 """The cross-experiment report: the latest run of every benchmark table against the published
 numbers, with trends across runs; Markdown in the metadata, one HTML page on disk."""
 
+import socket
+
 import dagster as dg
 
 from assets_defs.resources import LabResource
@@ -9,14 +11,18 @@ from lab_pipelines.paths import atomic_write_bytes
 from lab_pipelines.report import load_reports, render
 
 
-def _machines(instance: dg.DagsterInstance, run_ids: set[str]) -> dict[str, str]:
+def _machines(instance: dg.DagsterInstance, run_ids: set[str], current_run_id: str
+              ) -> dict[str, str]:
     """Run id -> the host its run worker stamped on it (runs deleted or from before the stamp
-    are left out and shown as unknown)."""
+    are left out and shown as unknown). The report's own run is this host: in `make demo` its
+    stamp was not yet visible to the step that writes the report, which then said "unknown"."""
     found = {}
     for run_id in run_ids:
         run = instance.get_run_by_id(run_id)
         if run is not None and HOST_TAG in run.tags:
             found[run_id] = run.tags[HOST_TAG]
+    if current_run_id in run_ids:
+        found.setdefault(current_run_id, socket.gethostname())
     return found
 
 
@@ -27,7 +33,7 @@ def _machines(instance: dg.DagsterInstance, run_ids: set[str]) -> dict[str, str]
 def benchmark_report(context: dg.AssetExecutionContext, lab: LabResource) -> dg.MaterializeResult:
     reports, missing = load_reports(lab.duckdb_path())
     run_ids = {run for report in reports for run in report.runs["run_id"].unique()}
-    rendered = render(reports, missing, _machines(context.instance, run_ids))
+    rendered = render(reports, missing, _machines(context.instance, run_ids, context.run_id))
     folder = lab.root() / "reports"
     atomic_write_bytes(folder / "benchmarks.md", rendered.markdown.encode())
     page = folder / "index.html"
