@@ -33,7 +33,7 @@ def _machines(instance: dg.DagsterInstance, run_ids: set[str], current_run_id: s
 def benchmark_report(context: dg.AssetExecutionContext, lab: LabResource) -> dg.MaterializeResult:
     reports, missing = load_reports(lab.duckdb_path())
     run_ids = {run for report in reports for run in report.runs["run_id"].unique()}
-    rendered = render(reports, missing, _machines(context.instance, run_ids, context.run_id))
+    rendered = render(reports, missing, _machines(context.instance, run_ids, context.run.run_id))
     folder = lab.root() / "reports"
     atomic_write_bytes(folder / "benchmarks.md", rendered.markdown.encode())
     page = folder / "index.html"
