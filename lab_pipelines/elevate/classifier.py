@@ -31,9 +31,10 @@ import torch
 from lab_pipelines.devices import configure_torch_for, inference_autocast
 from lab_pipelines.elevate.critic import best_sentences
 from lab_pipelines.elevate.perturb import PERTURBATIONS, corrupt, names_in, paraphrase
-from lab_pipelines.progress import LogFn, Progress
+from lab_pipelines.progress import LogFn
 from lab_pipelines.rag.rerank import (
     RerankerConfig,
+    fine_tune,
     init_cross_encoder,
     pair_scores,
     split_sentences,
@@ -169,6 +170,12 @@ class ClassifierReport:
     veto_threshold: float  # see `veto_threshold`, set on the held-out pairs
 
 
+def _bce_loss(model, batch: Sequence[Pair]) -> torch.Tensor:
+    logits = pair_scores(model, [(p.evidence, p.claim) for p in batch])
+    target = torch.tensor([float(p.label) for p in batch], device=logits.device)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
 def train_classifier(train: Sequence[Pair], heldout: Sequence[Pair], config: ClassifierConfig,
                      device: str = "cpu", log: LogFn | None = None):
     """Fine-tune the cross-encoder on the pairs; returns (ClaimClassifier, ClassifierReport)."""
@@ -179,33 +186,10 @@ def train_classifier(train: Sequence[Pair], heldout: Sequence[Pair], config: Cla
                                               n_layers=config.n_layers,
                                               max_length=config.max_length, seed=config.seed),
                                device)
-    head = list(model[-1].parameters())
-    in_head = {id(p) for p in head}
-    body = [p for p in model.parameters() if id(p) not in in_head]
-    optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr},
-                                   {"params": head, "lr": config.head_lr}], weight_decay=0.01)
-    total = -(-len(train) // config.batch_size) * config.epochs
-    warmup = max(1, total // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
-    rng = random.Random(config.seed)
     started = time.perf_counter()
-    model.train()
-    with Progress(total, "claim classifier training", log, unit="steps") as progress:
-        for _ in range(config.epochs):
-            order = list(train)
-            rng.shuffle(order)
-            for i in range(0, len(order), config.batch_size):
-                batch = order[i:i + config.batch_size]
-                logits = pair_scores(model, [(p.evidence, p.claim) for p in batch])
-                target = torch.tensor([float(p.label) for p in batch], device=logits.device)
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                progress.update()
+    total = fine_tune(model, train, config.batch_size, config.epochs, config.lr, config.head_lr,
+                      config.seed, lambda batch: _bce_loss(model, batch),
+                      "claim classifier training", log)
     seconds = time.perf_counter() - started
     classifier = ClaimClassifier(model)
     labels = [p.label for p in heldout]

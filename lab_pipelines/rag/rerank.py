@@ -304,6 +304,48 @@ class TrainReport:
     chance: float
 
 
+def fine_tune(model, items: Sequence, batch_size: int, epochs: int, lr: float, head_lr: float,
+              seed: int, loss_of: Callable[[Sequence], torch.Tensor], desc: str,
+              log: LogFn | None = None) -> int:
+    """Fine-tune a cross-encoder: AdamW with the score head on its own learning rate, linear
+    warm-up (10%) and decay, shuffled batches of `items`, gradient clipping at 1. Returns the
+    number of optimiser steps. Shared by the re-ranker and ELEVATE's claim classifier."""
+    # The score head starts random while the encoder is pretrained: a short run only gets the
+    # head somewhere if it learns faster than the encoder it sits on.
+    head = list(model[-1].parameters())  # the Dense score module, last in the stack
+    in_head = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in in_head]
+    optimizer = torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}],
+                                  weight_decay=0.01)
+    total = -(-len(items) // batch_size) * epochs
+    warmup = max(1, total // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    rng = random.Random(seed)
+    model.train()
+    with Progress(total, desc, log, unit="steps") as progress:
+        for epoch in range(epochs):
+            order = list(items)
+            rng.shuffle(order)
+            for i in range(0, len(order), batch_size):
+                loss = loss_of(order[i:i + batch_size])
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress.update()
+            (log or logger.info)(f"{desc}, epoch {epoch + 1}: last loss {float(loss.detach()):.3f}")
+    return total
+
+
+def _listwise_loss(cross_encoder, groups: Sequence[PseudoQuery]) -> torch.Tensor:
+    """Softmax over positive + negatives, the positive is class 0."""
+    scores = _group_scores(cross_encoder, groups)
+    return torch.nn.functional.cross_entropy(
+        scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
+
+
 def train_reranker(train: Sequence[PseudoQuery], heldout: Sequence[PseudoQuery],
                    config: RerankerConfig, device: str = "cpu", log: LogFn | None = None):
     """Fine-tune a cross-encoder on the groups; returns (CrossEncoder, TrainReport). Step
@@ -313,37 +355,11 @@ def train_reranker(train: Sequence[PseudoQuery], heldout: Sequence[PseudoQuery],
     configure_torch_for(device)
     cross_encoder = init_cross_encoder(config, device)
     before = group_accuracy(cross_encoder, heldout)
-    steps_per_epoch = -(-len(train) // config.batch_groups)
-    total = steps_per_epoch * config.epochs
-    # The score head starts random while the encoder is pretrained: a short run only gets the
-    # head somewhere if it learns faster than the encoder it sits on.
-    head = list(cross_encoder[-1].parameters())  # the Dense score module, last in the stack
-    in_head = {id(p) for p in head}
-    body = [p for p in cross_encoder.parameters() if id(p) not in in_head]
-    optimizer = torch.optim.AdamW([{"params": body, "lr": config.lr},
-                                   {"params": head, "lr": config.head_lr}], weight_decay=0.01)
-    warmup = max(1, total // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup))))
-    rng = random.Random(config.seed)
     started = time.perf_counter()
-    cross_encoder.train()
-    with Progress(total, "re-ranker training", log, unit="steps") as progress:
-        for epoch in range(config.epochs):
-            order = list(train)
-            rng.shuffle(order)
-            for i in range(0, len(order), config.batch_groups):
-                scores = _group_scores(cross_encoder, order[i:i + config.batch_groups])
-                # Listwise: softmax over positive + negatives, the positive is class 0.
-                loss = torch.nn.functional.cross_entropy(
-                    scores, torch.zeros(len(scores), dtype=torch.long, device=scores.device))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(cross_encoder.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                progress.update()
-            (log or logger.info)(f"re-ranker epoch {epoch + 1}: last loss {float(loss.detach()):.3f}")
+    total = fine_tune(cross_encoder, train, config.batch_groups, config.epochs, config.lr,
+                      config.head_lr, config.seed,
+                      lambda groups: _listwise_loss(cross_encoder, groups), "re-ranker training",
+                      log)
     seconds = time.perf_counter() - started
     after = group_accuracy(cross_encoder, heldout)
     report = TrainReport(n_train=len(train), n_heldout=len(heldout), steps=total,
