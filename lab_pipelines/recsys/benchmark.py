@@ -1,25 +1,33 @@
-"""Benchmark rows: fit a model on a split, time it, evaluate it with `metrics.evaluate`."""
+"""Benchmark rows: fit a model on a split, time it, evaluate it with `metrics.evaluate`; the
+full protocol (baselines, CMC, its validation-chosen ranking) per split; cost-scaling rows."""
 
 from __future__ import annotations
 
 import io
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
+from lab_pipelines.progress import LogFn
 from lab_pipelines.recsys.baselines import SVD_TUNED, BiasBaseline, SurpriseSVD, SVDParams
+from lab_pipelines.recsys.cmc import CMCConfig, CMCPredictor
 from lab_pipelines.recsys.data import RatingSplit
-from lab_pipelines.recsys.metrics import RatingModel, evaluate, rmse
+from lab_pipelines.recsys.metrics import RatingModel, evaluate, rmse, validation_ranking
+from lab_pipelines.recsys.ranking import choose_discount
+from lab_pipelines.recsys.train import TrainResult, load_checkpoint, train_cmc_distributed
 
 
 def row(model_name: str, split: RatingSplit, model: RatingModel, train_seconds: float,
         **extra: object) -> dict:
-    """One `recsys_benchmark` row: test metrics plus validation RMSE (the selection metric)."""
+    """One `recsys_benchmark` row: test metrics plus the validation figures selection uses
+    (RMSE, and the ranking metrics with validation held out)."""
     val_u, val_i, val_r = split.arrays("val")
+    val_rank = {f"val_{k}": v for k, v in validation_ranking(model, split).items()}
     return {"model": model_name, "dataset": split.dataset, "split": split.split,
             **evaluate(model, split), "val_rmse": rmse(model.predict(val_u, val_i), val_r),
-            "train_seconds": train_seconds, **extra}
+            **val_rank, "train_seconds": train_seconds, **extra}
 
 
 def _timed(fit: Callable[[], RatingModel]) -> tuple[RatingModel, float]:
@@ -39,13 +47,92 @@ def baseline_rows(split: RatingSplit, tuned: SVDParams = SVD_TUNED) -> list[dict
     return rows
 
 
-def learning_curve_png(history: list[dict], title: str = "CMC") -> bytes:
-    """Train loss and validation RMSE per epoch, as PNG bytes."""
+def ranked_cmc_row(split: RatingSplit, predictor: CMCPredictor, references: list[dict],
+                   train_seconds: float, **extra: object) -> tuple[dict, list[dict]]:
+    """The `cmc_discounted` row: CMC with the popularity discount chosen on validation so that
+    its validation Recall@10 and NDCG@10 stay at least every reference row's (the baselines).
+    Returns the row and the validation table of every beta tried."""
+    floor = {m: max(r[f"val_{m}"] for r in references) for m in ("recall_at_10", "ndcg_at_10")}
+    choice = choose_discount(predictor, split, floor)
+    return row("cmc_discounted", split, choice.model, train_seconds, beta=choice.beta,
+               **extra), choice.table
+
+
+def run_protocol(split: RatingSplit, folder: Path, cfg: CMCConfig, device: str = "cpu",
+                 nproc: int = 1, log: LogFn = print) -> tuple[list[dict], TrainResult, list[dict]]:
+    """Bias, SVD default and tuned, CMC and CMC with its validation-chosen ranking, all on one
+    split (saved to `folder`); CMC trains in a child process so its peak memory is its own.
+    Returns the rows, CMC's training result and the ranking choice's validation table."""
+    split.save(folder)
+    rows = baseline_rows(split)
+    for r in rows:
+        log(f"{split.dataset} {r['model']}: RMSE {r['rmse']:.4f} recall@10 "
+            f"{r['recall_at_10']:.4f} coverage {r['catalog_coverage']:.3f}")
+    ckpt = folder / "cmc.pt"
+    result = train_cmc_distributed(folder, cfg, nproc, device, ckpt, log=log)
+    predictor = load_checkpoint(ckpt, device)
+    cost = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "seconds_per_epoch": result.seconds_per_epoch, "peak_rss_mb": result.peak_rss_mb,
+            "world_size": result.world_size}
+    rows.append(row("cmc", split, predictor, result.train_seconds, **cost))
+    ranked, table = ranked_cmc_row(split, predictor, rows[:3], result.train_seconds,
+                                   best_epoch=result.best_epoch)
+    rows.append(ranked)
+    for r in rows[3:]:
+        log(f"{split.dataset} {r['model']}: RMSE {r['rmse']:.4f} recall@10 "
+            f"{r['recall_at_10']:.4f} coverage {r['catalog_coverage']:.3f} long tail "
+            f"{r['long_tail_share']:.3f}")
+    return rows, result, table
+
+
+def cost_row(split: RatingSplit, result: TrainResult) -> dict:
+    """What one CMC training cost, against the number of training ratings."""
+    return {"dataset": split.dataset, "split": split.split, "train_ratings": split.train.height,
+            "seconds_per_epoch": result.seconds_per_epoch, "peak_rss_mb": result.peak_rss_mb,
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "train_seconds": result.train_seconds, "val_rmse": result.best_val_rmse}
+
+
+def cost_plot_png(rows: list[dict]) -> bytes:
+    """Seconds per epoch against training ratings, log-log, with the line through the smallest
+    point that linear growth would follow."""
+    plt = _pyplot()
+    n = np.array([r["train_ratings"] for r in rows], dtype=float)
+    sec = np.array([r["seconds_per_epoch"] for r in rows])
+    order = np.argsort(n)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.loglog(n[order], sec[order], "o-", label="CMC, measured")
+    ax.loglog(n[order], sec[order][0] * n[order] / n[order][0], "--", color="grey",
+              label="linear in ratings")
+    for x, y, r in zip(n, sec, rows):
+        ax.annotate(r["dataset"], (x, y), textcoords="offset points", xytext=(4, -10),
+                    fontsize=8)
+    ax.set_xlabel("training ratings")
+    ax.set_ylabel("seconds per epoch")
+    ax.legend()
+    return _png(fig)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def learning_curve_png(history: list[dict], title: str = "CMC") -> bytes:
+    """Train loss and validation RMSE per epoch, as PNG bytes."""
+    plt = _pyplot()
     epochs = np.array([h["epoch"] for h in history])
     fig, left = plt.subplots(figsize=(6, 3.5), dpi=100)
     left.plot(epochs, [h["train_loss"] for h in history], color="tab:blue")
@@ -55,8 +142,4 @@ def learning_curve_png(history: list[dict], title: str = "CMC") -> bytes:
     right.plot(epochs, [h["val_rmse"] for h in history], color="tab:red")
     right.set_ylabel("validation RMSE", color="tab:red")
     left.set_title(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)

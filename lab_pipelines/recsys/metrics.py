@@ -3,11 +3,13 @@
 Ranking protocol: for every user, score all items they have not rated in train or validation,
 take the top k; an item is relevant when the user rated it >= 4 in test. Recall@k is
 hits / |relevant| averaged over users with at least one relevant item; NDCG@k uses binary
-gains; catalog coverage is the share of the catalog that appears in any user's top k.
+gains; catalog coverage is the share of the catalog that appears in any user's top k; the
+long-tail share is the share of all top-k slots filled by items outside the 20% most rated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 import numpy as np
@@ -44,21 +46,46 @@ def _dense_rows(users: np.ndarray, items: np.ndarray, rows: np.ndarray, n_items:
     return mask
 
 
-def ranking_metrics(model: RatingModel, seen: tuple[np.ndarray, np.ndarray],
-                    test: tuple[np.ndarray, np.ndarray, np.ndarray], n_users: int, n_items: int,
-                    k: int = 10, relevant_at: float = 4.0, batch: int = 1024) -> dict[str, float]:
-    """Recall@k, NDCG@k and catalog coverage over all users, in user batches."""
+def _top_k_batches(model: RatingModel, seen: tuple[np.ndarray, np.ndarray], n_users: int,
+                   n_items: int, k: int, batch: int
+                   ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(user rows, their top-k unseen items) per batch: only batch x n_items scores are ever
+    held, so memory stays bounded however many users there are."""
     seen_u, seen_i = seen
-    test_u, test_i, test_r = test
-    rel_u, rel_i = test_u[test_r >= relevant_at], test_i[test_r >= relevant_at]
-    discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
-    recalls, ndcgs, recommended = [], [], torch.zeros(n_items, dtype=torch.bool)
     for start in range(0, n_users, batch):
         rows = np.arange(start, min(start + batch, n_users))
         scores = model.score_users(rows).float().cpu()
         scores = scores.masked_fill(_dense_rows(seen_u, seen_i, rows, n_items), float("-inf"))
-        top = scores.topk(k, dim=1).indices
-        recommended[top.flatten()] = True
+        yield rows, scores.topk(k, dim=1).indices
+
+
+def top_k(model: RatingModel, seen: tuple[np.ndarray, np.ndarray], n_users: int, n_items: int,
+          k: int = 10, batch: int = 1024) -> np.ndarray:
+    """Every user's k best-scored items among those not in `seen`: (n_users, k)."""
+    return torch.cat([top for _, top in _top_k_batches(model, seen, n_users, n_items, k, batch)]
+                     ).numpy()
+
+
+def head_items(items: np.ndarray, n_items: int, share: float = 0.2) -> np.ndarray:
+    """Boolean mask of the `share` most-rated items (the blockbusters), by rating count."""
+    counts = np.bincount(items, minlength=n_items)
+    head = np.zeros(n_items, dtype=bool)
+    head[np.argsort(-counts, kind="stable")[: round(share * n_items)]] = True
+    return head
+
+
+def ranking_metrics(model: RatingModel, seen: tuple[np.ndarray, np.ndarray],
+                    test: tuple[np.ndarray, np.ndarray, np.ndarray], n_users: int, n_items: int,
+                    k: int = 10, relevant_at: float = 4.0, batch: int = 1024,
+                    head: np.ndarray | None = None) -> dict[str, float]:
+    """Recall@k, NDCG@k, catalog coverage and, given the head items, the long-tail share (the
+    share of all recommendations outside the head), over all users in batches."""
+    test_u, test_i, test_r = test
+    rel_u, rel_i = test_u[test_r >= relevant_at], test_i[test_r >= relevant_at]
+    discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
+    recalls, ndcgs, recommended = [], [], torch.zeros(n_items, dtype=torch.long)
+    for rows, top in _top_k_batches(model, seen, n_users, n_items, k, batch):
+        recommended += torch.bincount(top.flatten(), minlength=n_items)
         relevant = _dense_rows(rel_u, rel_i, rows, n_items)
         n_rel = relevant.sum(1)
         hits = relevant.gather(1, top).double()
@@ -67,17 +94,31 @@ def ranking_metrics(model: RatingModel, seen: tuple[np.ndarray, np.ndarray],
         ideal = torch.cumsum(discounts, 0)[(n_rel.clamp(1, k) - 1)]
         ndcgs.append(((hits * discounts).sum(1) / ideal)[has])
     recall, ndcg = torch.cat(recalls), torch.cat(ndcgs)
-    return {f"recall_at_{k}": float(recall.mean()) if len(recall) else 0.0,
-            f"ndcg_at_{k}": float(ndcg.mean()) if len(ndcg) else 0.0,
-            "catalog_coverage": float(recommended.float().mean())}
+    out = {f"recall_at_{k}": float(recall.mean()) if len(recall) else 0.0,
+           f"ndcg_at_{k}": float(ndcg.mean()) if len(ndcg) else 0.0,
+           "catalog_coverage": float((recommended > 0).float().mean())}
+    if head is not None:
+        tail = recommended[torch.from_numpy(~head)].sum()
+        out["long_tail_share"] = float(tail / recommended.sum())
+    return out
 
 
 def evaluate(model: RatingModel, split: RatingSplit, k: int = 10) -> dict[str, float]:
-    """Test RMSE/MAE plus ranking metrics, excluding items rated in train and validation."""
+    """Test RMSE/MAE plus ranking metrics, excluding items rated in train and validation; the
+    head (top 20% most-rated items) is counted on train."""
     users, items, ratings = split.arrays("test")
     pred = model.predict(users, items)
-    seen = [np.concatenate(parts) for parts in zip(split.arrays("train")[:2],
-                                                   split.arrays("val")[:2])]
+    train_u, train_i, _ = split.arrays("train")
+    seen = [np.concatenate(parts) for parts in zip((train_u, train_i), split.arrays("val")[:2])]
     return {"rmse": rmse(pred, ratings), "mae": mae(pred, ratings),
             **ranking_metrics(model, (seen[0], seen[1]), (users, items, ratings),
-                              split.n_users, split.n_items, k=k)}
+                              split.n_users, split.n_items, k=k,
+                              head=head_items(train_i, split.n_items))}
+
+
+def validation_ranking(model: RatingModel, split: RatingSplit, k: int = 10) -> dict[str, float]:
+    """Ranking metrics with validation as the held-out set and train as seen: what a ranking
+    choice may be selected on without looking at test."""
+    train_u, train_i, _ = split.arrays("train")
+    return ranking_metrics(model, (train_u, train_i), split.arrays("val"), split.n_users,
+                           split.n_items, k=k, head=head_items(train_i, split.n_items))

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -36,18 +37,27 @@ from lab_pipelines.progress import LogFn, Progress
 from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph
 from lab_pipelines.recsys.data import RatingSplit
 from lab_pipelines.recsys.metrics import rmse
+from lab_pipelines.recsys.sparse import Pattern
 
 
 @dataclass
 class TrainResult:
+    """What one training run did; seconds per epoch include the validation pass every
+    `eval_every` epochs."""
+
     best_val_rmse: float
     best_epoch: int
     epochs_run: int
     train_seconds: float
     world_size: int
+    peak_rss_mb: float = 0.0  # this process's high-water resident memory (rank 0's under DDP)
     history: list[dict] = field(default_factory=list)  # epoch, train_loss, val_rmse
     rank_digests: list[str] = field(default_factory=list)  # parameter hash of every rank
     first_step_digests: list[str] = field(default_factory=list)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.train_seconds / max(self.epochs_run, 1)
 
 
 def _silent(_: str) -> None:
@@ -102,7 +112,8 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
     torch.manual_seed(cfg.seed + 1000 * rank)  # different dropout masks per rank
 
     # This rank's shard of the supervised ratings; the graph itself is whole on every rank.
-    users, items = graph.users[rank::world], graph.items[rank::world]
+    pairs = graph.pairs if world == 1 else Pattern(
+        graph.users[rank::world], graph.items[rank::world], split.n_users, split.n_items)
     ratings = graph.values[graph.levels[rank::world]]
     val_u, val_i, val_r = split.arrays("val")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -120,7 +131,7 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
         progress.update()
         model.train()
         with autocast():
-            _, loss = model(graph, users, items, ratings)
+            loss = model(graph, pairs, ratings)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -145,6 +156,7 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
             break
     progress.close()
     result.train_seconds = time.perf_counter() - start
+    result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     result.rank_digests = _gather(parameter_digest(raw_model), world)
     raw_model.load_state_dict(best_state)
     if checkpoint is not None and rank == 0:
