@@ -104,3 +104,22 @@ def test_render_rays_shapes_for_both_models():
         out = render_rays(model, o, d, t, training=True, scene_radius=1.5)
         assert out.rgb.shape == (16, 3) and bool(((out.rgb >= 0) & (out.rgb <= 1)).all())
         out.rgb.sum().backward()
+
+
+def test_plane_regularisers_vanish_on_flat_planes_and_penalise_roughness():
+    model = FastDNeRF(FastConfig(channels=2, spatial_res=(8,), time_res=6, deform_spatial_res=8,
+                                 plane_tv=1.0, time_smoothness=1.0), 1.5)
+    with torch.no_grad():
+        for grid in [*model.canonical.grids, model.deformation.grid]:
+            for plane, is_time in zip(grid.planes, grid.is_time):
+                # Spatial planes constant, time planes linear in time: neither is penalised.
+                ramp = torch.linspace(0.0, 1.0, plane.shape[2])[:, None] if is_time else 0.3
+                plane.copy_(torch.zeros_like(plane) + ramp)
+    assert model.regularisation().item() < 1e-10
+    with torch.no_grad():
+        model.canonical.grids[0].planes[0][0, 0, 3, 3] += 1.0  # a spike on a spatial plane
+        model.deformation.grid.planes[2][0, 0, 2, 4] += 1.0  # a kink in time on a time plane
+    tv, time = model.canonical.grids[0].smoothness()
+    assert tv > 0.01 and time < 1e-10
+    tv, time = model.deformation.grid.smoothness()
+    assert tv < 1e-10 and time > 0.01

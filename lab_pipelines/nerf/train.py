@@ -226,6 +226,8 @@ def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonica
             loss = torch.mean((out.rgb - target) ** 2)
             if out.coarse_rgb is not None:
                 loss = loss + torch.mean((out.coarse_rgb - target) ** 2)
+            if isinstance(model, FastDNeRF) and (mcfg.plane_tv or mcfg.time_smoothness):
+                loss = loss + model.regularisation()
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
