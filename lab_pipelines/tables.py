@@ -66,11 +66,14 @@ def append_rows(
     run_id: str,
     db_path: Path | None = None,
     required: Sequence[str] = (),
+    replace_matching: Sequence[str] = (),
 ) -> int:
     """Append `rows` to `table` stamped with `run_id` and `created_at`; return the row count.
 
     Creates the table on first use and adds columns that later rows introduce. Rows already
-    written by the same `run_id` are replaced, so a retried step does not duplicate them.
+    written by the same `run_id` are replaced, so a retried step does not duplicate them; with
+    `replace_matching`, only those that also agree with an incoming row on these columns (so
+    several steps of one run can add to the same table).
     """
     frame = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows))
     missing = [c for c in required if c not in frame.columns]
@@ -94,8 +97,10 @@ def append_rows(
             for c, t in columns.items():
                 if c not in existing:
                     con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{c}" {t}')
-            con.execute(f'DELETE FROM "{table}" WHERE run_id = ?', [run_id])
             con.register("incoming", frame.to_arrow())
+            same = " AND ".join(f'i."{c}" = t."{c}"' for c in replace_matching) or "TRUE"
+            con.execute(f'DELETE FROM "{table}" t WHERE run_id = ? AND EXISTS '
+                        f'(SELECT 1 FROM incoming i WHERE {same})', [run_id])
             names = ", ".join(f'"{c}"' for c in frame.columns)
             con.execute(f'INSERT INTO "{table}" ({names}) SELECT {names} FROM incoming')
             con.unregister("incoming")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lab_pipelines.recsys import data
+from lab_pipelines.recsys.baselines import SVDParams, tune_svd
 from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph
 from lab_pipelines.recsys.metrics import head_items, ranking_metrics, top_k
 from lab_pipelines.recsys.ranking import PopularityDiscount, choose_discount
@@ -129,3 +130,13 @@ def test_discount_lowers_head_and_choice_keeps_the_floor():
                                                            r["long_tail_share"]))["beta"]
     # A floor no beta reaches leaves the ranking undiscounted.
     assert choose_discount(predictor, split, {"recall_at_10": 2.0}).beta == 0.0
+
+
+def test_svd_tuning_picks_the_lowest_validation_rmse():
+    split = data.random_split(synthetic_ratings(), "toy", 0.1, 0.1, 0)
+    grid = (SVDParams(n_factors=5, n_epochs=1, lr_all=0.0005, reg_all=0.02),
+            SVDParams(n_factors=5, n_epochs=30, lr_all=0.01, reg_all=0.05))
+    best, table = tune_svd(split, grid)
+    assert [r["n_epochs"] for r in table] == [1, 30]
+    # One epoch at a tiny learning rate barely leaves the global mean: the longer fit wins.
+    assert best == grid[1] and table[1]["val_rmse"] < table[0]["val_rmse"] - 0.02

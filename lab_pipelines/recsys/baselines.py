@@ -10,6 +10,7 @@ import torch
 from surprise import SVD, Dataset, Reader
 
 from lab_pipelines.recsys.data import RatingSplit
+from lab_pipelines.recsys.metrics import rmse
 
 
 class _Predictor:
@@ -69,6 +70,9 @@ class SVDParams:
 
 # Found on the validation slice of ML-100K (random 80/20, seed 0); see docs/recsys.md.
 SVD_TUNED = SVDParams(n_factors=200, n_epochs=40, lr_all=0.007, reg_all=0.08)
+# What `tune_svd` searches on another dataset's validation slice: SVD_TUNED and its neighbours.
+SVD_GRID = tuple(SVDParams(n_factors=f, n_epochs=40, lr_all=0.007, reg_all=r)
+                 for f in (50, 200) for r in (0.04, 0.08, 0.12))
 
 
 class SurpriseSVD(_Predictor):
@@ -98,3 +102,15 @@ class SurpriseSVD(_Predictor):
         self.bu[known_u], self.pu[known_u] = algo.bu[inner_u], algo.pu[inner_u]
         self.bi[known_i], self.qi[known_i] = algo.bi[inner_i], algo.qi[inner_i]
         return self
+
+
+def tune_svd(split: RatingSplit, grid: tuple[SVDParams, ...] = SVD_GRID
+             ) -> tuple[SVDParams, list[dict]]:
+    """The grid point with the lowest validation RMSE, and every point's validation RMSE."""
+    val_u, val_i, val_r = split.arrays("val")
+    table = []
+    for params in grid:
+        pred = SurpriseSVD(params).fit(split).predict(val_u, val_i)
+        table.append({**vars(params), "val_rmse": rmse(pred, val_r)})
+    best = min(table, key=lambda r: r["val_rmse"])
+    return SVDParams(**{k: v for k, v in best.items() if k != "val_rmse"}), table

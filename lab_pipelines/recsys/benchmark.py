@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lab_pipelines.progress import LogFn
-from lab_pipelines.recsys.baselines import SVD_TUNED, BiasBaseline, SurpriseSVD, SVDParams
+from lab_pipelines.recsys.baselines import (SVD_GRID, SVD_TUNED, BiasBaseline, SurpriseSVD,
+                                            SVDParams, tune_svd)
 from lab_pipelines.recsys.cmc import CMCConfig, CMCPredictor
 from lab_pipelines.recsys.data import RatingSplit
 from lab_pipelines.recsys.metrics import RatingModel, evaluate, rmse, validation_ranking
@@ -58,16 +60,24 @@ def ranked_cmc_row(split: RatingSplit, predictor: CMCPredictor, references: list
                **extra), choice.table
 
 
+@dataclass
+class ProtocolResult:
+    rows: list[dict]  # bias, svd_default, svd_tuned, cmc, cmc_discounted
+    train: TrainResult  # CMC's
+    ranking: list[dict]  # validation metrics per popularity-discount beta
+    svd_search: list[dict]  # validation RMSE per SVD grid point
+
+
 def run_protocol(split: RatingSplit, folder: Path, cfg: CMCConfig, device: str = "cpu",
-                 nproc: int = 1, log: LogFn = print) -> tuple[list[dict], TrainResult, list[dict]]:
-    """Bias, SVD default and tuned, CMC and CMC with its validation-chosen ranking, all on one
-    split (saved to `folder`); CMC trains in a child process so its peak memory is its own.
-    Returns the rows, CMC's training result and the ranking choice's validation table."""
+                 nproc: int = 1, svd_grid: tuple[SVDParams, ...] = SVD_GRID,
+                 log: LogFn = print) -> ProtocolResult:
+    """Bias, SVD with defaults and tuned on this split's validation, CMC, and CMC with its
+    validation-chosen ranking, all on one split (saved to `folder`). CMC trains in a child
+    process, so the peak memory it reports is its own."""
     split.save(folder)
-    rows = baseline_rows(split)
-    for r in rows:
-        log(f"{split.dataset} {r['model']}: RMSE {r['rmse']:.4f} recall@10 "
-            f"{r['recall_at_10']:.4f} coverage {r['catalog_coverage']:.3f}")
+    tuned, search = tune_svd(split, svd_grid)
+    log(f"{split.dataset}: SVD tuned on validation: {tuned}")
+    rows = baseline_rows(split, tuned)
     ckpt = folder / "cmc.pt"
     result = train_cmc_distributed(folder, cfg, nproc, device, ckpt, log=log)
     predictor = load_checkpoint(ckpt, device)
@@ -75,14 +85,14 @@ def run_protocol(split: RatingSplit, folder: Path, cfg: CMCConfig, device: str =
             "seconds_per_epoch": result.seconds_per_epoch, "peak_rss_mb": result.peak_rss_mb,
             "world_size": result.world_size}
     rows.append(row("cmc", split, predictor, result.train_seconds, **cost))
-    ranked, table = ranked_cmc_row(split, predictor, rows[:3], result.train_seconds,
-                                   best_epoch=result.best_epoch)
+    ranked, ranking = ranked_cmc_row(split, predictor, rows[:3], result.train_seconds,
+                                     best_epoch=result.best_epoch)
     rows.append(ranked)
-    for r in rows[3:]:
+    for r in rows:
         log(f"{split.dataset} {r['model']}: RMSE {r['rmse']:.4f} recall@10 "
             f"{r['recall_at_10']:.4f} coverage {r['catalog_coverage']:.3f} long tail "
             f"{r['long_tail_share']:.3f}")
-    return rows, result, table
+    return ProtocolResult(rows, result, ranking, search)
 
 
 def cost_row(split: RatingSplit, result: TrainResult) -> dict:

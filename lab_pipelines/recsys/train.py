@@ -102,6 +102,18 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
     against `max_epochs` and periodic validation lines go to `log` (a tqdm bar without one)."""
     device, rank, world = _setup_distributed(device)
     configure_torch_for(device)
+    # The caller's thread count comes back afterwards (tests share one process).
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(cpu_threads(cfg, world))
+    try:
+        return _train(split, cfg, device, rank, world, checkpoint, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(split: RatingSplit, cfg: CMCConfig, device: str, rank: int, world: int,
+           checkpoint: Path | None, log: LogFn | None) -> tuple[CMCPredictor, TrainResult]:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     graph = Graph.from_ratings(*split.arrays("train"), split.n_users, split.n_items).to(device)
     model = CMC(cfg, split.n_users, split.n_items, len(graph.values)).to(device)
@@ -152,7 +164,7 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
         if epoch % (cfg.eval_every * 5) == 0 and not quiet:
             (log or print)(f"epoch {epoch}: loss {float(train_loss):.4f} val RMSE {val:.4f} "
                            f"(best {result.best_val_rmse:.4f} @ {result.best_epoch})")
-        if epoch - result.best_epoch >= cfg.patience:
+        if epoch - result.best_epoch >= cfg.patience or _out_of_time(start, cfg, world):
             break
     progress.close()
     result.train_seconds = time.perf_counter() - start
@@ -162,6 +174,22 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
     if checkpoint is not None and rank == 0:
         save_checkpoint(checkpoint, raw_model, graph, split, result)
     return CMCPredictor(raw_model, graph), result
+
+
+def cpu_threads(cfg: CMCConfig, processes: int) -> int:
+    """Threads per process: the configured count, or each process's share of the cores
+    rather than all processes fighting over all of them."""
+    return cfg.cpu_threads or max(1, (os.cpu_count() or 1) // processes)
+
+
+def _out_of_time(start: float, cfg: CMCConfig, world: int) -> bool:
+    """Past the time budget on any rank; every rank gets the same answer, so all stop."""
+    if cfg.max_minutes <= 0:
+        return False
+    late = torch.tensor([float(time.perf_counter() - start > 60 * cfg.max_minutes)])
+    if world > 1:
+        dist.all_reduce(late, op=dist.ReduceOp.MAX)
+    return bool(late.item())
 
 
 def save_checkpoint(path: Path, model: CMC, graph: Graph, split: RatingSplit,
@@ -201,8 +229,7 @@ def train_cmc_distributed(split_dir: Path, cfg: CMCConfig, nproc: int, device: s
         command += ["--checkpoint", str(checkpoint)]
     env = dict(os.environ)
     if not device.startswith("cuda"):
-        # Each rank gets its share of the cores instead of all ranks fighting over all of them.
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+        env["OMP_NUM_THREADS"] = str(cpu_threads(cfg, nproc))
     log(f"launching: {' '.join(command[:6])} ...")
     tail: deque[str] = deque(maxlen=100)
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
