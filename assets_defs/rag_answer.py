@@ -144,7 +144,9 @@ class RagBenchmarkConfig(dg.Config):
     fuse: bool = benchmark.BenchmarkConfig.fuse
     top_n: int = benchmark.BenchmarkConfig.top_n
     compress_to: int = benchmark.BenchmarkConfig.compress_to
+    read_reversed: bool = benchmark.BenchmarkConfig.read_reversed
     grounded: bool = benchmark.BenchmarkConfig.grounded
+    min_alignment: float = benchmark.BenchmarkConfig.min_alignment
     min_confidence: float | None = benchmark.BenchmarkConfig.min_confidence
     prompt_format: str = "completion"
     max_new_tokens: int = 32
@@ -174,7 +176,9 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
     settings = benchmark.BenchmarkConfig(naive_k=config.naive_k, pool_k=config.pool_k,
                                          fuse=config.fuse, top_n=config.top_n,
                                          compress_to=config.compress_to,
+                                         read_reversed=config.read_reversed,
                                          grounded=config.grounded,
+                                         min_alignment=config.min_alignment,
                                          min_confidence=config.min_confidence,
                                          methods=tuple(config.methods))
     started = time.perf_counter()

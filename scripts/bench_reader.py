@@ -19,6 +19,7 @@ from lab_pipelines.rag import benchmark
 from lab_pipelines.rag.generate import PROMPT_FORMATS, Generator
 from lab_pipelines.rag.index import embed_texts
 from lab_pipelines.rag.qa import load_qa
+from lab_pipelines.rag.rerank import Reranker
 from lab_pipelines.rag.search import PaperSearch
 
 
@@ -34,7 +35,14 @@ def main() -> None:
     parser.add_argument("--top-n", type=int, default=benchmark.BenchmarkConfig.top_n)
     parser.add_argument("--min-confidence", type=float,
                         default=benchmark.BenchmarkConfig.min_confidence)
+    parser.add_argument("--min-alignment", type=float,
+                        default=benchmark.BenchmarkConfig.min_alignment)
+    parser.add_argument("--one-reading", action="store_true",
+                        help="read the passages in rank order only, not also reversed")
     parser.add_argument("--no-grounding", action="store_true")
+    parser.add_argument("--reranker", default=str(paths.data_dir() / "models" / "reranker"),
+                        help="CrossEncoder folder (default: the one reranker_model trained); "
+                             "'none' keeps the hybrid order")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: as is)")
     parser.add_argument("--out", help="Parquet file for every answer")
     args = parser.parse_args()
@@ -47,11 +55,15 @@ def main() -> None:
     embedder = models.load_embedder()
     search = PaperSearch(paths.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
     config = benchmark.BenchmarkConfig(top_n=args.top_n, compress_to=args.compress_to,
+                                       read_reversed=not args.one_reading,
                                        grounded=not args.no_grounding,
+                                       min_alignment=args.min_alignment,
                                        min_confidence=args.min_confidence,
                                        methods=tuple(args.methods))
     started = time.perf_counter()
-    answers = benchmark.run_questions(items, generator, search, None, config,
+    reranker = (None if args.reranker == "none" else
+                Reranker(models.load_cross_encoder(args.reranker, "cpu"), bf16=True))
+    answers = benchmark.run_questions(items, generator, search, reranker, config,
                                       embed=lambda texts: embed_texts(embedder, texts))
     print(f"{len(items)} questions in {time.perf_counter() - started:.0f} s; {vars(args)}")
     with pl.Config(tbl_cols=-1, tbl_width_chars=250, fmt_float="mixed"):

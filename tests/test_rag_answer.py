@@ -17,7 +17,14 @@ from assets_defs.resources import ModelRegistry, resources_for
 from lab_pipelines import models
 from lab_pipelines.paths import REPO_ROOT
 from lab_pipelines.rag import benchmark, rerank
-from lab_pipelines.rag.answer import answer_advanced, answer_naive, answer_vanilla, fuse_ranks
+from lab_pipelines.rag.answer import (
+    AnswerChecks,
+    answer_advanced,
+    answer_naive,
+    answer_vanilla,
+    fuse_ranks,
+    read_answer,
+)
 from lab_pipelines.rag.generate import Generator, build_prompt, is_abstention
 from lab_pipelines.rag.index import embed_texts, sync_index
 from lab_pipelines.rag.library import build_library, scan_library
@@ -333,3 +340,20 @@ def test_batched_reading_matches_reading_one_prompt_at_a_time(tiny_lm_dir):
     # Left padding changes nothing: each prompt gets the same greedy answer as alone.
     assert [text for text, _ in batch] == [generator.complete(p) for p in prompts]
     assert generator.last.new_tokens >= 1 and generator.last.confidence <= 0
+
+
+def test_reading_in_both_orders_keeps_the_more_confident_answer(tiny_lm_dir):
+    model, tokenizer = models.load_causal_lm(str(tiny_lm_dir), "cpu")
+    generator = Generator(model, tokenizer, "completion", max_new_tokens=4)
+    question = "What does attention map?"
+    passages = ["Attention maps queries to keys.", "Recurrent networks read tokens in order."]
+    readings = generator.answers(question, [passages, passages[::-1]])
+    both = read_answer(generator, question, passages, read_reversed=True)
+    assert generator.last.prompt_tokens > 0
+    best = max(readings, key=lambda r: (not is_abstention(r[0]), r[1]))
+    assert (both.raw_text, both.stats.confidence) == best
+    one = read_answer(generator, question, passages)
+    assert (one.raw_text, one.stats.confidence) == readings[0]
+    # A reader sure of nothing is withheld by the confidence gate, whatever it said.
+    gated = read_answer(generator, question, passages, AnswerChecks(min_confidence=0.0))
+    assert gated.abstained and (gated.withheld or is_abstention(gated.raw_text))

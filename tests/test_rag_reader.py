@@ -10,7 +10,12 @@ import pytest
 from lab_pipelines import models
 from lab_pipelines.rag.compress import compress_passages
 from lab_pipelines.rag.generate import ABSTAIN
-from lab_pipelines.rag.grounding import check_grounding, ground_answer, numbers
+from lab_pipelines.rag.grounding import (
+    check_grounding,
+    ground_answer,
+    numbers,
+    question_alignment,
+)
 from lab_pipelines.rag.index import embed_texts
 
 PASSAGE = ("The big transformer model reaches a BLEU score of 28.4 on the WMT 2014 "
@@ -68,6 +73,28 @@ def test_grounding_keeps_a_copied_answer_and_withholds_an_invented_number():
     # Words from somewhere else entirely: the number is fine, the words are not backed.
     invented = check_grounding("28.4 hectares of vineyards in Burgundy", [PASSAGE])
     assert not invented.grounded and invented.word_share < 0.5
+
+
+def test_an_answer_lifted_from_a_sentence_about_something_else_is_withheld():
+    passages = [("The big transformer reaches 28.4 BLEU on English-to-German translation. "
+                 "On English-to-French it reaches 41.0 BLEU, outperforming all published "
+                 "single models.")]
+    question = "What BLEU score does the big transformer reach on English-to-German?"
+    # Both figures are in the passage, so the lexical check alone passes the wrong one too.
+    assert check_grounding("41.0", passages).grounded
+    right = check_grounding("28.4", passages, question=question, min_alignment=0.25)
+    wrong = check_grounding("41.0", passages, question=question, min_alignment=0.25)
+    assert right.grounded and right.alignment > wrong.alignment
+    assert ground_answer("41.0", passages, ABSTAIN, question=question, min_alignment=0.5
+                         )[0] == ABSTAIN
+    assert "about the question" in check_grounding(
+        "41.0", passages, question=question, min_alignment=0.5).reason
+    # An answer no sentence holds was composed by the reader, not read.
+    assert question_alignment(question, "about 28 BLEU points", passages) == 0.0
+    # A sentence split at an abbreviation still holds the answer across the cut.
+    dated = ["The lme4 paper was published online in Oct. 2015 by the journal."]
+    assert question_alignment("When was the lme4 paper published online?", "Oct. 2015",
+                              dated) > 0.5
 
 
 def test_numbers_are_compared_in_one_canonical_form():

@@ -4,8 +4,9 @@
 - `answer_naive`: dense top-k chunks stuffed into the prompt;
 - `answer_advanced`: hybrid retrieval (vector + full-text, RRF-fused) over a wider pool,
   re-ranked by a cross-encoder, the top few passages (optionally compressed to the sentences
-  nearest the question) in the prompt, the answer withheld unless the passages back it
-  (`grounding`), and citations (file, page) of the passages that back it;
+  nearest the question) in the prompt, read in both orders with the more confident answer
+  kept, the answer withheld unless the passages back it (`AnswerChecks`), and citations
+  (file, page) of the passages that back it;
 - `answer_oracle`: the reader alone, handed the gold passage, with advanced's grounding: the
   reader's own ceiling, so a benchmark can split its losses between retrieval and reading.
 """
@@ -13,13 +14,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from lab_pipelines.rag.compress import EmbedFn, compress_passages
 from lab_pipelines.rag.generate import ABSTAIN, GenerationStats, Generator, is_abstention
-from lab_pipelines.rag.grounding import ground_answer
+from lab_pipelines.rag.grounding import check_grounding
 from lab_pipelines.rag.qa import contains_answer
 from lab_pipelines.rag.rerank import Reranker, passage_input
 from lab_pipelines.rag.search import PaperSearch, Passage
@@ -51,26 +53,52 @@ class Answer:
         return f"{self.text} [{'; '.join(self.citations)}]" if self.citations else self.text
 
 
-def _read(generator: Generator, question: str, passages: list[str] | None,
-          grounded: bool = False, min_confidence: float | None = None, **fields) -> Answer:
-    """Ask the reader; with `grounded`, withhold an answer the passages do not back, or one
-    the reader wrote with a mean token log-probability under `min_confidence`."""
+@dataclass(frozen=True)
+class AnswerChecks:
+    """What a read answer must pass before the user sees it; a failing one is withheld and
+    the user gets "I don't know" (docs/rag.md has the measurements behind the defaults)."""
+
+    grounded: bool = True  # every number and half the content words are in the passages ...
+    min_alignment: float = 0.25  # ... and the sentence the answer comes from is about the question
+    # Mean token log-probability of the answer (None: no gate).
+    min_confidence: float | None = -0.4
+
+    def withhold(self, question: str, answer: str, confidence: float,
+                 passages: Sequence[str]) -> bool:
+        if not self.grounded or is_abstention(answer):
+            return False
+        unsure = self.min_confidence is not None and confidence < self.min_confidence
+        return unsure or not check_grounding(answer, passages, question=question,
+                                             min_alignment=self.min_alignment).grounded
+
+
+UNCHECKED = AnswerChecks(grounded=False, min_alignment=0.0, min_confidence=None)
+
+
+def read_answer(generator: Generator, question: str, passages: list[str] | None,
+          checks: AnswerChecks = UNCHECKED, read_reversed: bool = False, **fields) -> Answer:
+    """Ask the reader, and withhold an answer that fails `checks`.
+
+    `read_reversed` also reads the passages in reverse order, in the same batch, and keeps the
+    more confident answer: a small reader's answer depends on where the evidence sits in its
+    prompt, and its confidence tells the better reading (docs/rag.md)."""
     started = time.perf_counter()
-    raw = generator.answer(question, passages)
+    readings = [passages]
+    if read_reversed and passages and len(passages) > 1:
+        readings.append(passages[::-1])
+    raw, confidence = max(generator.answers(question, readings),
+                          key=lambda reading: (not is_abstention(reading[0]), reading[1]))
     seconds = time.perf_counter() - started
-    text, withheld = raw, False
-    if grounded and passages and not is_abstention(raw):
-        text, check = ground_answer(raw, passages, ABSTAIN)
-        unsure = min_confidence is not None and generator.last.confidence < min_confidence
-        withheld = not check.grounded or unsure
-        text = ABSTAIN if withheld else raw
+    withheld = checks.withhold(question, raw, confidence, passages or [])
+    text = ABSTAIN if withheld else raw
+    stats = replace(generator.last, confidence=confidence)
     return Answer(text=text, abstained=is_abstention(text), raw_text=raw, withheld=withheld,
-                  stats=generator.last, generation_s=seconds,
-                  prompt_passages=len(passages or ()), **fields)
+                  stats=stats, generation_s=seconds, prompt_passages=len(passages or ()),
+                  **fields)
 
 
 def answer_vanilla(question: str, generator: Generator) -> Answer:
-    return _read(generator, question, None)
+    return read_answer(generator, question, None)
 
 
 def answer_naive(question: str, generator: Generator, search: PaperSearch, k: int = 3) -> Answer:
@@ -78,7 +106,7 @@ def answer_naive(question: str, generator: Generator, search: PaperSearch, k: in
     started = time.perf_counter()
     ranked = search.dense(question, max(k, RANKED_AT_LEAST))
     retrieval_s = time.perf_counter() - started
-    return _read(generator, question, [p.text for p in ranked[:k]], ranked=tuple(ranked),
+    return read_answer(generator, question, [p.text for p in ranked[:k]], ranked=tuple(ranked),
                  retrieval_s=retrieval_s)
 
 
@@ -118,10 +146,11 @@ def cite(answer: str, passages: list[Passage]) -> tuple[str, ...]:
 def answer_advanced(question: str, generator: Generator, search: PaperSearch,
                     reranker: Reranker | None, pool_k: int = 8, top_n: int = 3,
                     fuse: bool = True, compress_to: int = 0, embed: EmbedFn | None = None,
-                    grounded: bool = True, min_confidence: float | None = None) -> Answer:
+                    checks: AnswerChecks = AnswerChecks(), read_reversed: bool = False
+                    ) -> Answer:
     """`compress_to` > 0 keeps that many sentences of the top passages, those nearest the
-    question by `embed` (context compression); `grounded` withholds unbacked answers, and
-    with `min_confidence` unsure ones."""
+    question by `embed` (context compression); `checks` withholds unbacked or unsure answers;
+    `read_reversed` reads the passages in both orders and keeps the more confident answer."""
     started = time.perf_counter()
     pool, ranked = rerank(question, search, reranker, pool_k, fuse)
     shown = ranked[:top_n]
@@ -131,15 +160,15 @@ def answer_advanced(question: str, generator: Generator, search: PaperSearch,
             raise ValueError("Context compression needs an `embed` function.")
         texts = compress_passages(question, texts, embed, compress_to)
     retrieval_s = time.perf_counter() - started
-    answer = _read(generator, question, texts, grounded, min_confidence, ranked=tuple(ranked),
+    answer = read_answer(generator, question, texts, checks, read_reversed, ranked=tuple(ranked),
                    pool=tuple(pool), retrieval_s=retrieval_s)
     if answer.abstained:
         return answer
     return replace(answer, citations=cite(answer.text, shown))
 
 
-def answer_oracle(question: str, generator: Generator, gold: Passage, grounded: bool = True,
-                  min_confidence: float | None = None) -> Answer:
+def answer_oracle(question: str, generator: Generator, gold: Passage,
+                  checks: AnswerChecks = AnswerChecks()) -> Answer:
     """The reader given the gold passage itself: no retrieval to blame."""
-    return _read(generator, question, [gold.text], grounded, min_confidence, ranked=(gold,),
+    return read_answer(generator, question, [gold.text], checks, ranked=(gold,),
                  citations=(gold.citation,))

@@ -25,6 +25,7 @@ import polars as pl
 from lab_pipelines.progress import LogFn, track
 from lab_pipelines.rag.answer import (
     Answer,
+    AnswerChecks,
     answer_advanced,
     answer_naive,
     answer_oracle,
@@ -47,11 +48,16 @@ class BenchmarkConfig:
     fuse: bool = True  # fuse the cross-encoder's order with the pool's (RRF) instead of replacing it
     top_n: int = 5
     compress_to: int = 12  # advanced: sentences kept from the top passages (0: whole passages)
-    grounded: bool = True  # advanced and oracle: withhold answers the passages do not back
-    # ... and those the reader wrote with a lower mean token log-probability (None: no gate);
-    # -0.3 halved hallucination for 4 points of accuracy on the gold set (docs/rag.md).
-    min_confidence: float | None = -0.3
+    # advanced: read the passages in rank order and reversed, keep the more confident answer
+    read_reversed: bool = True
+    grounded: bool = True  # advanced and oracle: withhold answers the passages do not back,
+    min_alignment: float = AnswerChecks.min_alignment  # or taken from an off-question sentence,
+    min_confidence: float | None = AnswerChecks.min_confidence  # or read with low confidence
     methods: tuple[str, ...] = METHODS
+
+    @property
+    def checks(self) -> AnswerChecks:
+        return AnswerChecks(self.grounded, self.min_alignment, self.min_confidence)
 
 
 def gold_rank(item: QAItem, passages: Sequence[Passage]) -> int | None:
@@ -79,14 +85,13 @@ def _answer(method: str, item: QAItem, generator: Generator, search: PaperSearch
     if method == "advanced":
         return answer_advanced(item.question, generator, search, reranker, config.pool_k,
                                config.top_n, config.fuse, config.compress_to, embed,
-                               config.grounded, config.min_confidence)
+                               config.checks, config.read_reversed)
     if method == "oracle":
         gold = oracle_passage(item, search)
         if gold is None:
             raise ValueError(f"{item.id}: no chunk of {item.source} spans page {item.page}; "
                              "is the library indexed?")
-        return answer_oracle(item.question, generator, gold, config.grounded,
-                             config.min_confidence)
+        return answer_oracle(item.question, generator, gold, config.checks)
     raise ValueError(f"Unknown method {method!r}; choose from {METHODS}.")
 
 

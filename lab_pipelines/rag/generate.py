@@ -213,7 +213,14 @@ class Generator:
 
     def answer(self, question: str, passages: Sequence[str] | None = None) -> str:
         """A short answer, from `passages` or closed book when there are none."""
-        prompt = build_prompt(question, passages, self.prompt_format, self.tokenizer)
+        return self.answers(question, [passages])[0][0]
+
+    def answers(self, question: str, readings: Sequence[Sequence[str] | None]
+                ) -> list[tuple[str, float]]:
+        """`answer` for each passage list (one batch), each with its confidence."""
+        prompts = [build_prompt(question, passages, self.prompt_format, self.tokenizer)
+                   for passages in readings]
         completion = self.prompt_format == "completion"
         # The completion example's answer ends at a newline; a chat answer ends at end-of-turn.
-        return self.complete(prompt, stop_at_newline=completion, add_special_tokens=completion)
+        return self.complete_batch(prompts, stop_at_newline=completion,
+                                   add_special_tokens=completion)

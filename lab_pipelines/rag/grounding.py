@@ -7,6 +7,11 @@ Answers that fail are withheld (replaced by an abstention) rather than shipped.
 
 The same token view of text (`numbers`, `content_words`) is the base of ELEVATE's rule critic,
 so "backed by the evidence" means one thing across the lab.
+
+Words and numbers that occur somewhere in the passages are not yet an answer to the question:
+a small reader's commonest error is the right kind of fact from the wrong sentence (the
+English-French BLEU for the English-German one). `question_alignment` asks where the answer
+was copied from, and how much of the question that sentence is about.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from lab_pipelines.rag.qa import contains_answer
+from lab_pipelines.rag.rerank import split_sentences
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
@@ -73,6 +81,8 @@ class Grounding:
     missing_numbers: tuple[str, ...]
     missing_words: tuple[str, ...]
     word_share: float  # share of the answer's content words found in the passages
+    alignment: float | None = None  # `question_alignment`, when a question was given
+    min_alignment: float = 0.0
 
     @property
     def reason(self) -> str:
@@ -84,27 +94,60 @@ class Grounding:
         if self.missing_words:
             parts.append(f"only {self.word_share:.0%} of its content words are in the passages "
                          f"(missing: {', '.join(self.missing_words[:6])})")
+        if self.alignment is not None and self.alignment < self.min_alignment:
+            parts.append(f"no sentence that holds the answer is about the question (best "
+                         f"covers {self.alignment:.0%} of its content words)")
         return "; ".join(parts)
 
 
-def check_grounding(answer: str, passages: Iterable[str], min_word_share: float = 0.5
-                    ) -> Grounding:
+def _spans_holding(answer: str, passages: Iterable[str]) -> list[str]:
+    """The passage sentences that hold the whole answer; failing those, pairs of neighbouring
+    sentences (the splitter cuts at "Oct. 2015" and at initials, "H. Putter")."""
+    split = [split_sentences(p) for p in passages]
+    spans = [s for sentences in split for s in sentences if contains_answer(s, answer)]
+    return spans or [pair for sentences in split
+                     for pair in map(" ".join, zip(sentences, sentences[1:]))
+                     if contains_answer(pair, answer)]
+
+
+def question_alignment(question: str, answer: str, passages: Iterable[str]) -> float:
+    """The largest share of the question's content words found in one passage sentence that
+    holds the whole answer (normalised, whole tokens); 0.0 when no sentence holds it.
+
+    A short extractive answer should be a span of a sentence about the question. One that is
+    in no sentence was composed by the reader, and one whose sentence shares little with the
+    question was most likely lifted from a neighbouring fact."""
+    asked = content_words(question)
+    if not asked:
+        return 1.0
+    return max((len(asked & content_words(span)) / len(asked)
+                for span in _spans_holding(answer, passages)), default=0.0)
+
+
+def check_grounding(answer: str, passages: Iterable[str], min_word_share: float = 0.5,
+                    question: str | None = None, min_alignment: float = 0.0) -> Grounding:
     """Every number of `answer` occurs in the passages, and at least `min_word_share` of its
-    content words do. An answer with neither numbers nor content words is trivially grounded
-    (there is nothing in it to invent)."""
+    content words do; with a `question`, the sentence the answer comes from also covers at
+    least `min_alignment` of the question's content words (`question_alignment`). An answer
+    with neither numbers nor content words is lexically grounded (there is nothing in it to
+    invent)."""
+    passages = list(passages)
     evidence = " ".join(passages)
     missing_numbers = tuple(sorted(numbers(answer) - numbers(evidence)))
     words = content_words(answer)
     missing_words = tuple(sorted(words - content_words(evidence)))
     share = 1.0 - len(missing_words) / len(words) if words else 1.0
-    return Grounding(grounded=not missing_numbers and share >= min_word_share,
+    alignment = None if question is None else question_alignment(question, answer, passages)
+    return Grounding(grounded=(not missing_numbers and share >= min_word_share
+                               and (alignment is None or alignment >= min_alignment)),
                      missing_numbers=missing_numbers,
                      missing_words=missing_words if share < min_word_share else (),
-                     word_share=share)
+                     word_share=share, alignment=alignment, min_alignment=min_alignment)
 
 
 def ground_answer(answer: str, passages: Sequence[str], abstain: str,
-                  min_word_share: float = 0.5) -> tuple[str, Grounding]:
+                  min_word_share: float = 0.5, question: str | None = None,
+                  min_alignment: float = 0.0) -> tuple[str, Grounding]:
     """The answer if it is grounded in the passages, else `abstain`; with the check's result."""
-    result = check_grounding(answer, passages, min_word_share)
+    result = check_grounding(answer, passages, min_word_share, question, min_alignment)
     return (answer if result.grounded else abstain), result
