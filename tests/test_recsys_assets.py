@@ -44,7 +44,7 @@ def test_group_materializes_and_writes_the_benchmark(tmp_path, monkeypatch):
     assert "| 0.5" in sweep["table"].value
     bench = result.asset_materializations_for_node("recsys_benchmark")[0].metadata
     assert "data:image/png;base64," in bench["learning_curve"].value
-    assert "| beta |" in bench["ranking_on_validation"].value
+    assert "| ranking |" in bench["ranking_on_validation"].value
     tail = dict(zip(rows.get_column("model").to_list(), rows.get_column("long_tail_share")))
     assert all(0.0 <= share <= 1.0 for share in tail.values())
     checks = result.get_asset_check_evaluations()

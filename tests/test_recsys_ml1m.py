@@ -12,7 +12,8 @@ from lab_pipelines.recsys import data
 from lab_pipelines.recsys.baselines import SVDParams, tune_svd
 from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph
 from lab_pipelines.recsys.metrics import head_items, ranking_metrics, top_k
-from lab_pipelines.recsys.ranking import PopularityDiscount, choose_discount
+from lab_pipelines.recsys.ranking import (ItemDiscount, appeal, candidates, choose_ranking,
+                                          popularity)
 from lab_pipelines.recsys.sparse import Pattern, sddmm, spmm
 from lab_pipelines.recsys.synthetic import synthetic_ratings
 
@@ -119,17 +120,20 @@ def test_sparse_kernels_match_dense_reference_and_gradients():
     assert torch.autograd.gradcheck(lambda a, b: sddmm(pattern, a, b), (left, table))
 
 
-def test_discount_lowers_head_and_choice_keeps_the_floor():
+def test_discounts_and_choice_keep_the_floor():
     split, predictor = _small_cmc()
     counts = np.bincount(split.arrays("train")[1], minlength=split.n_items)
     plain = predictor.score_users(np.arange(3))
-    discounted = PopularityDiscount(predictor, counts, 0.5).score_users(np.arange(3))
+    discounted = ItemDiscount(predictor, 0.5 * popularity(split)).score_users(np.arange(3))
     assert torch.allclose(plain - discounted, 0.5 * torch.log1p(torch.from_numpy(counts)).float())
-    choice = choose_discount(predictor, split, {"recall_at_10": 0.0})
-    assert choice.beta == max(choice.table, key=lambda r: (r["catalog_coverage"],
-                                                           r["long_tail_share"]))["beta"]
-    # A floor no beta reaches leaves the ranking undiscounted.
-    assert choose_discount(predictor, split, {"recall_at_10": 2.0}).beta == 0.0
+    whole = predictor.score_users(np.arange(split.n_users)).double().mean(0)
+    assert torch.allclose(appeal(predictor, split.n_users, batch=7), whole)
+    options = candidates({"expected": predictor}, split)
+    choice = choose_ranking(options, split, {"recall_at_10": 0.0})
+    assert choice.name == max(choice.table, key=lambda r: (r["catalog_coverage"],
+                                                           r["long_tail_share"]))["ranking"]
+    # A floor no candidate reaches leaves the plain score.
+    assert choose_ranking(options, split, {"recall_at_10": 2.0}).name == "expected"
 
 
 def test_svd_tuning_picks_the_lowest_validation_rmse():

@@ -17,7 +17,7 @@ from lab_pipelines.recsys.baselines import (SVD_GRID, SVD_TUNED, BiasBaseline, S
 from lab_pipelines.recsys.cmc import CMCConfig, CMCPredictor
 from lab_pipelines.recsys.data import RatingSplit
 from lab_pipelines.recsys.metrics import RatingModel, evaluate, rmse, validation_ranking
-from lab_pipelines.recsys.ranking import choose_discount
+from lab_pipelines.recsys.ranking import candidates, choose_ranking
 from lab_pipelines.recsys.train import TrainResult, load_checkpoint, train_cmc_distributed
 
 
@@ -51,29 +51,30 @@ def baseline_rows(split: RatingSplit, tuned: SVDParams = SVD_TUNED) -> list[dict
 
 def ranked_cmc_row(split: RatingSplit, predictor: CMCPredictor, references: list[dict],
                    train_seconds: float, **extra: object) -> tuple[dict, list[dict]]:
-    """The `cmc_discounted` row: CMC with the popularity discount chosen on validation so that
-    its validation Recall@10 and NDCG@10 stay at least every reference row's (the baselines).
-    Returns the row and the validation table of every beta tried."""
+    """The `cmc_discounted` row: CMC ranked by the score and discount (`ranking.py`) chosen on
+    validation so that its validation Recall@10 and NDCG@10 stay at least every reference
+    row's (the baselines'). Returns the row and the validation table of every candidate."""
     floor = {m: max(r[f"val_{m}"] for r in references) for m in ("recall_at_10", "ndcg_at_10")}
-    choice = choose_discount(predictor, split, floor)
-    return row("cmc_discounted", split, choice.model, train_seconds, beta=choice.beta,
+    scores = {"expected": predictor,
+              "p_relevant": CMCPredictor(predictor.model, predictor.graph, "p_relevant")}
+    choice = choose_ranking(candidates(scores, split), split, floor)
+    return row("cmc_discounted", split, choice.model, train_seconds, ranking=choice.name,
                **extra), choice.table
 
 
 @dataclass
 class ProtocolResult:
-    rows: list[dict]  # bias, svd_default, svd_tuned, cmc, cmc_discounted
+    rows: list[dict]  # bias, svd_default, svd_tuned, cmc
     train: TrainResult  # CMC's
-    ranking: list[dict]  # validation metrics per popularity-discount beta
     svd_search: list[dict]  # validation RMSE per SVD grid point
 
 
 def run_protocol(split: RatingSplit, folder: Path, cfg: CMCConfig, device: str = "cpu",
                  nproc: int = 1, svd_grid: tuple[SVDParams, ...] = SVD_GRID,
                  log: LogFn = print) -> ProtocolResult:
-    """Bias, SVD with defaults and tuned on this split's validation, CMC, and CMC with its
-    validation-chosen ranking, all on one split (saved to `folder`). CMC trains in a child
-    process, so the peak memory it reports is its own."""
+    """Bias, SVD with defaults and tuned on this split's validation, and CMC, all on one split
+    (saved to `folder`, CMC's checkpoint as `cmc.pt`). CMC trains in a child process, so the
+    peak memory it reports is its own."""
     split.save(folder)
     tuned, search = tune_svd(split, svd_grid)
     log(f"{split.dataset}: SVD tuned on validation: {tuned}")
@@ -85,14 +86,11 @@ def run_protocol(split: RatingSplit, folder: Path, cfg: CMCConfig, device: str =
             "seconds_per_epoch": result.seconds_per_epoch, "peak_rss_mb": result.peak_rss_mb,
             "world_size": result.world_size}
     rows.append(row("cmc", split, predictor, result.train_seconds, **cost))
-    ranked, ranking = ranked_cmc_row(split, predictor, rows[:3], result.train_seconds,
-                                     best_epoch=result.best_epoch)
-    rows.append(ranked)
     for r in rows:
         log(f"{split.dataset} {r['model']}: RMSE {r['rmse']:.4f} recall@10 "
             f"{r['recall_at_10']:.4f} coverage {r['catalog_coverage']:.3f} long tail "
             f"{r['long_tail_share']:.3f}")
-    return ProtocolResult(rows, result, ranking, search)
+    return ProtocolResult(rows, result, search)
 
 
 def cost_row(split: RatingSplit, result: TrainResult) -> dict:
