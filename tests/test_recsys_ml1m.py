@@ -48,6 +48,9 @@ def test_installed_ml1m_has_grouplens_counts():
     assert ratings.height == 1_000_209
     assert ratings.get_column("user_id").n_unique() == 6_040
     assert ratings.get_column("item_id").n_unique() == 3_706
+    split = data.packaged_split("ml-1m", seed=0, fraction=0.1)
+    assert (split.dataset, split.split) == ("ml-1m-10pct", "random90_seed0")
+    assert split.test.height == round(0.1 * round(0.1 * 1_000_209))
 
 
 def _pairs(frame: pl.DataFrame) -> set[tuple[int, int]]:
