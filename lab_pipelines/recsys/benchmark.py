@@ -1,5 +1,6 @@
 """Benchmark rows: fit a model on a split, time it, evaluate it with `metrics.evaluate`; the
-full protocol (baselines, CMC, its validation-chosen ranking) per split; cost-scaling rows."""
+full protocol (baselines, SVD tuned on validation, CMC) per split; CMC's validation-chosen
+ranking; cost-scaling rows and plots."""
 
 from __future__ import annotations
 
