@@ -72,6 +72,22 @@ def test_critic_catches_a_swapped_year_and_a_swapped_name():
     assert negated.label == "contradicted" and off_topic.label == "unsupported"
 
 
+class _Doubter:
+    """A judge that believes nothing: what a badly trained classifier does at its worst."""
+
+    def support(self, pairs):
+        return [0.0] * len(pairs)
+
+
+def test_a_claim_quoted_from_the_evidence_is_not_left_to_the_judge():
+    critic = Critic(judge=_Doubter())
+    quoted = critic.verify("On the WMT 2014 English-to-German task the big model reaches 28.4 "
+                           "BLEU.", [EVIDENCE])
+    reworded = critic.verify("The big model reaches 28.4 BLEU on English-to-German.", [EVIDENCE])
+    assert quoted.label == "supported"
+    assert reworded.label == "contradicted" and reworded.reason.startswith("judge")
+
+
 def test_rule_critic_meets_its_bar_on_the_claim_set():
     cases = load_claims(CLAIMS_FILE)
     overall, per = evaluate_critic(Critic().verify, cases)
