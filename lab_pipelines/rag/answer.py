@@ -65,7 +65,7 @@ class AnswerChecks:
 
     def withhold(self, question: str, answer: str, confidence: float,
                  passages: Sequence[str]) -> bool:
-        if not self.grounded or is_abstention(answer):
+        if not self.grounded or not passages or is_abstention(answer):
             return False
         unsure = self.min_confidence is not None and confidence < self.min_confidence
         return unsure or not check_grounding(answer, passages, question=question,
@@ -76,7 +76,8 @@ UNCHECKED = AnswerChecks(grounded=False, min_alignment=0.0, min_confidence=None)
 
 
 def read_answer(generator: Generator, question: str, passages: list[str] | None,
-          checks: AnswerChecks = UNCHECKED, read_reversed: bool = False, **fields) -> Answer:
+                checks: AnswerChecks = UNCHECKED, read_reversed: bool = False,
+                **fields) -> Answer:
     """Ask the reader, and withhold an answer that fails `checks`.
 
     `read_reversed` also reads the passages in reverse order, in the same batch, and keeps the
@@ -89,7 +90,7 @@ def read_answer(generator: Generator, question: str, passages: list[str] | None,
     raw, confidence = max(generator.answers(question, readings),
                           key=lambda reading: (not is_abstention(reading[0]), reading[1]))
     seconds = time.perf_counter() - started
-    withheld = checks.withhold(question, raw, confidence, passages or [])
+    withheld = checks.withhold(question, raw, confidence, passages or ())
     text = ABSTAIN if withheld else raw
     stats = replace(generator.last, confidence=confidence)
     return Answer(text=text, abstained=is_abstention(text), raw_text=raw, withheld=withheld,
@@ -106,8 +107,8 @@ def answer_naive(question: str, generator: Generator, search: PaperSearch, k: in
     started = time.perf_counter()
     ranked = search.dense(question, max(k, RANKED_AT_LEAST))
     retrieval_s = time.perf_counter() - started
-    return read_answer(generator, question, [p.text for p in ranked[:k]], ranked=tuple(ranked),
-                 retrieval_s=retrieval_s)
+    return read_answer(generator, question, [p.text for p in ranked[:k]],
+                       ranked=tuple(ranked), retrieval_s=retrieval_s)
 
 
 def fuse_ranks(first: np.ndarray, second: np.ndarray, k: int = 60) -> np.ndarray:
@@ -160,8 +161,8 @@ def answer_advanced(question: str, generator: Generator, search: PaperSearch,
             raise ValueError("Context compression needs an `embed` function.")
         texts = compress_passages(question, texts, embed, compress_to)
     retrieval_s = time.perf_counter() - started
-    answer = read_answer(generator, question, texts, checks, read_reversed, ranked=tuple(ranked),
-                   pool=tuple(pool), retrieval_s=retrieval_s)
+    answer = read_answer(generator, question, texts, checks, read_reversed,
+                         ranked=tuple(ranked), pool=tuple(pool), retrieval_s=retrieval_s)
     if answer.abstained:
         return answer
     return replace(answer, citations=cite(answer.text, shown))
@@ -171,4 +172,4 @@ def answer_oracle(question: str, generator: Generator, gold: Passage,
                   checks: AnswerChecks = AnswerChecks()) -> Answer:
     """The reader given the gold passage itself: no retrieval to blame."""
     return read_answer(generator, question, [gold.text], checks, ranked=(gold,),
-                 citations=(gold.citation,))
+                       citations=(gold.citation,))
