@@ -124,6 +124,7 @@ class ElevateBenchmarkConfig(dg.Config):
     max_rounds: int = LoopConfig.max_rounds
     requery_k: int = LoopConfig.requery_k
     max_new_tokens: int = LoopConfig.max_new_tokens
+    show_rejected: bool = LoopConfig.show_rejected  # quote the rejected claims to the reader
     pool_k: int = benchmark.BenchmarkConfig.pool_k
     top_n: int = benchmark.BenchmarkConfig.top_n
     fuse: bool = benchmark.BenchmarkConfig.fuse
@@ -173,7 +174,8 @@ def elevate_benchmark(context: dg.AssetExecutionContext, config: ElevateBenchmar
     settings = benchmark.BenchmarkConfig(
         pool_k=config.pool_k, top_n=config.top_n, fuse=config.fuse,
         loop=LoopConfig(max_rounds=config.max_rounds, requery_k=config.requery_k,
-                        max_new_tokens=config.max_new_tokens))
+                        max_new_tokens=config.max_new_tokens,
+                        show_rejected=config.show_rejected))
     started = time.perf_counter()
     per_question = benchmark.run_questions(items, reader, search, reranker, critic,
                                            Judge(search), settings, log=context.log.info)

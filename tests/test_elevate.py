@@ -86,6 +86,13 @@ def test_a_claim_quoted_from_the_evidence_is_not_left_to_the_judge():
     reworded = critic.verify("The big model reaches 28.4 BLEU on English-to-German.", [EVIDENCE])
     assert quoted.label == "supported"
     assert reworded.label == "contradicted" and reworded.reason.startswith("judge")
+    # Nor to the order check: a line of R output copied whole keeps its source's order, though
+    # its closest "sentence" (code splits badly) holds the same figures elsewhere first.
+    output = ("Likelihood ratio test=108 on 5.04 df, p=<2e-16 n= 241, number of events= 225 > "
+              "termplot(mfit, term=2, se=TRUE) 1 40 50 60 70 80 90 -4 -3 -2 -1 0 1 2 3 age")
+    line = "225 > termplot(mfit, term=2, se=TRUE) 1 40 50 60 70 80 90"
+    assert Critic().verify(line, [output]).label == "supported"
+    assert Critic().verify(line.replace("225", "241"), [output]).label == "contradicted"
 
 
 def test_rule_critic_meets_its_bar_on_the_claim_set():
@@ -148,8 +155,16 @@ def test_loop_stops_at_the_round_limit_and_ships_no_unverified_claim():
     assert [c.text for c in result.dropped] == [reader.answers[1]]
     # The correction names the claim and the sentence that contradicts it; the failed claim
     # was the re-retrieval query.
-    assert f'"{draft}" is contradicted by the passage sentence' in reader.prompts[0]
-    assert "28.4 BLEU" in reader.prompts[0] and requeried[0] == draft
+    assert f'"{draft}" is contradicted by the passage sentence' in result.corrections[0]
+    assert requeried[0] == draft
+    # The reader answers again led by that sentence, without the draft to copy from.
+    lead = reader.prompts[0].index("Passage 1: ")
+    assert "28.4 BLEU" in reader.prompts[0][lead:reader.prompts[0].index("Passage 2: ")]
+    assert draft not in reader.prompts[0]
+    quoting = ScriptedReader(*reader.answers)
+    refine("What BLEU does the big model reach?", draft, [_passage(EVIDENCE)], quoting,
+           Critic(), None, LoopConfig(max_rounds=1, show_rejected=True))
+    assert result.corrections[0] in quoting.prompts[0]
     # A reader that will not change its answer ends the loop early.
     stubborn = ScriptedReader(draft)
     again = refine("BLEU?", draft, [_passage(EVIDENCE)], stubborn, Critic(), None)
@@ -167,6 +182,20 @@ def test_an_unverifiable_claim_never_reaches_the_final_answer():
     assert "paper.pdf, p. 3" in result.text  # the kept claim cites the passage backing it
     assert "not backed by any passage" in correction_signal([(result.dropped[0], Critic().verify(
         result.dropped[0].text, ["Nothing about it."]))])
+
+
+def test_a_rewrite_that_loses_a_verified_claim_does_not_cost_it():
+    right = "The big model reaches 28.4 BLEU on English-to-German."
+    draft = f"{right} It trains for 9 days on eight P100 GPUs."
+    reader = ScriptedReader("It trains for 7 days on eight P100 GPUs.")
+    result = refine("How good and how costly is the big model?", draft, [_passage(EVIDENCE)],
+                    reader, Critic(), None, LoopConfig(max_rounds=1))
+    assert result.generations == 2 and [c.text for c in result.kept] == [right]
+    # A rewrite as good as the answer before it replaces it: it is the corrected one.
+    fixed = ScriptedReader("The big model trains for 3.5 days on eight P100 GPUs.")
+    better = refine("How long does the big model train?", "It trains for 9 days on eight P100 "
+                    "GPUs.", [_passage(EVIDENCE)], fixed, Critic(), None)
+    assert better.text.startswith("The big model trains for 3.5 days") and better.rounds == 1
 
 
 def test_re_retrieval_with_the_failed_claim_can_verify_it_without_a_rewrite():

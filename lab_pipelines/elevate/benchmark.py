@@ -41,7 +41,8 @@ class BenchmarkConfig:
 
 
 def _method_row(method: str, item: QAItem, text: str, claims: list[str], latency_s: float,
-                rounds: int, judge: Judge, gold_page: list[str], seen: dict[str, str]) -> dict:
+                rounds: int, judge: Judge, gold_page: list[str], seen: dict[str, str],
+                corrections: Sequence[str] = ()) -> dict:
     verdicts = [seen.setdefault(c, judge.judge(c, item, gold_page)) for c in claims]
     correct = answer_is_correct(text, item.answers)
     abstained = is_abstention(text) and not correct
@@ -51,7 +52,7 @@ def _method_row(method: str, item: QAItem, text: str, claims: list[str], latency
             "n_hallucinated": verdicts.count("hallucinated"),
             "n_neutral": verdicts.count("neutral"), "correct": correct, "abstained": abstained,
             "hallucinated": not correct and not abstained, "rounds": rounds,
-            "latency_s": latency_s}
+            "corrections": "\n".join(corrections), "latency_s": latency_s}
 
 
 def _claims(text: str) -> list[str]:
@@ -86,7 +87,8 @@ def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSe
                  _method_row("grounded_rag", item, grounded, _claims(grounded), grounded_s, 0,
                              judge, gold_page, seen),
                  _method_row("elevate", item, result.text, [c.text for c in result.kept],
-                             standard_s + result.seconds, result.rounds, judge, gold_page, seen)]
+                             standard_s + result.seconds, result.rounds, judge, gold_page, seen,
+                             result.corrections)]
     return pl.DataFrame(rows)
 
 

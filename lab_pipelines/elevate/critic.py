@@ -118,6 +118,11 @@ def _negated(text: str) -> bool:
     return bool(NEGATION.search(text))
 
 
+def quoted(claim: str, evidence: Sequence[str]) -> bool:
+    """The claim is a verbatim span of the evidence (normalised, whole tokens)."""
+    return any(contains_answer(passage, claim) for passage in evidence)
+
+
 def rule_verdict(claim: str, evidence: Sequence[str], config: RuleConfig = RuleConfig()
                  ) -> ClaimVerdict:
     """The deterministic checks; a claim they pass is "supported" with score 1.
@@ -131,6 +136,10 @@ def rule_verdict(claim: str, evidence: Sequence[str], config: RuleConfig = RuleC
     best = window[0] if window else ""
     if grounding.word_share < config.min_word_share:
         return ClaimVerdict("unsupported", 0.5 * grounding.word_share, best, grounding.reason)
+    if quoted(claim, evidence):
+        # A copied span holds every figure, name and negation of its source; comparing its
+        # order with a different "closest" sentence (code and tables split badly) only misleads.
+        return ClaimVerdict("supported", 1.0, best, "quoted word for word from the evidence")
     near = " ".join(window)
     missing = numbers(claim) - numbers(near)
     if missing:
@@ -218,11 +227,6 @@ class LLMJudge:
             pair = torch.softmax(logits[self.words].float(), dim=0)
             out.append(float(pair[0]))
         return out
-
-
-def quoted(claim: str, evidence: Sequence[str]) -> bool:
-    """The claim is a verbatim span of the evidence (normalised, whole tokens)."""
-    return any(contains_answer(passage, claim) for passage in evidence)
 
 
 @dataclass(frozen=True)

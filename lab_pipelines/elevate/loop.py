@@ -6,9 +6,11 @@
 3. For each failed claim, the library is searched again with the claim as the query; a claim
    the new passages back is kept as it is.
 4. Claims still failing go back to the reader with a correction signal that names each one and
-   the evidence sentence contradicting it (or says nothing backs it), and the reader rewrites
-   the answer. Back to 2, at most `max_rounds` times.
-5. A final pass drops every claim still unverified; nothing left means an abstention.
+   the evidence sentence contradicting it (or says nothing backs it), and the reader answers
+   again with those sentences leading its passages. Back to 2, at most `max_rounds` times.
+5. A final pass keeps the verified claims of the round that verified most (a rewrite that
+   loses what the draft had right does not cost it) and drops every other claim; nothing left
+   means an abstention.
 Instructions inside the evidence change nothing: the critic strips them before reading
 (`critic.strip_instructions`), and the reader sees the same cleaned passages.
 """
@@ -35,11 +37,6 @@ _EXAMPLE = ("Passage 1: The gardener waters the roses early in the morning, befo
             "the day, and feeds them with compost in spring.\n\nQuestion: When does the gardener "
             "water the roses?\nAnswer: The gardener waters the roses early in the morning, "
             "before the heat of the day.")
-_REFINE_INSTRUCTION = (
-    "A critic checked the draft answer against the passages and rejected some claims. Write "
-    "a corrected answer in one to three short sentences, using only the passages: fix each "
-    "rejected claim so that it says what the passages say, or leave it out. If the passages "
-    f'do not contain the answer, answer "{ABSTAIN}".')
 
 
 @dataclass(frozen=True)
@@ -50,14 +47,19 @@ class LoopConfig:
     # prompt pass is most of a rewrite's cost; the critic still reads every re-retrieved one.
     max_passages: int = 3
     max_new_tokens: int = 48  # one to three short sentences; decode is ~10 tokens/s on CPU
+    # Quote the rejected claims in the reader's prompt, not only the sentences that contradict
+    # them. Off by default: the embedded 0.5B reader copies a claim it is shown back into its
+    # answer (docs/elevate.md: 1 of 4 rewrites right with the claims quoted, 3 of 4 without,
+    # 0 of 4 when the draft was shown as well). A larger instruction model may use them.
+    show_rejected: bool = False
 
 
 def _passage_block(passages: Sequence[str]) -> str:
     return "\n\n".join(f"Passage {i}: {p}" for i, p in enumerate(passages, start=1))
 
 
-def answer_prompt(question: str, passages: Sequence[str]) -> str:
-    return (f"{_ANSWER_INSTRUCTION}\n\n{_EXAMPLE}\n\n{_passage_block(passages)}\n\n"
+def answer_prompt(question: str, passages: Sequence[str], note: str = "") -> str:
+    return (f"{_ANSWER_INSTRUCTION}\n\n{_EXAMPLE}\n\n{note}{_passage_block(passages)}\n\n"
             f"Question: {question}\nAnswer:")
 
 
@@ -73,9 +75,16 @@ def correction_signal(failed: Sequence[tuple[Claim, ClaimVerdict]]) -> str:
     return "\n".join(lines)
 
 
-def refine_prompt(question: str, passages: Sequence[str], draft: str, signal: str) -> str:
-    return (f"{_REFINE_INSTRUCTION}\n\n{_passage_block(passages)}\n\nQuestion: {question}\n"
-            f"Draft answer: {draft}\nRejected claims:\n{signal}\nCorrected answer:")
+def refine_prompt(question: str, passages: Sequence[str],
+                  failed: Sequence[tuple[Claim, ClaimVerdict]], show_rejected: bool = False) -> str:
+    """The answer prompt again, led by the correction: the evidence sentences that contradict
+    the failed claims come first, as passages of their own, so the reader answers from what the
+    passages say where its draft went wrong. The draft is not shown, since a small reader
+    "corrects" a draft by copying it; the rejected claims only with `show_rejected`."""
+    pointers = [v.evidence for _, v in failed if v.label == "contradicted" and v.evidence]
+    note = (f"A critic rejected these claims of an earlier answer:\n"
+            f"{correction_signal(failed)}\n\n" if show_rejected else "")
+    return answer_prompt(question, [*dict.fromkeys(pointers), *passages], note)
 
 
 def draft_answer(question: str, passages: Sequence[str], generator: Generator,
@@ -91,7 +100,8 @@ class LoopResult:
     text: str  # what ships: verified claims only, or an abstention
     draft: str
     rounds: int  # refinement rounds used (0: the draft verified, or nothing to verify)
-    claims: list[tuple[Claim, ClaimVerdict]] = field(default_factory=list)  # the last answer's
+    claims: list[tuple[Claim, ClaimVerdict]] = field(default_factory=list)  # the shipped round's
+    corrections: list[str] = field(default_factory=list)  # the correction signal of each rewrite
     kept: list[Claim] = field(default_factory=list)  # what `text` is made of
     dropped: list[Claim] = field(default_factory=list)  # unverified at the end, not shipped
     generations: int = 1
@@ -113,6 +123,10 @@ def _cite(verdict: ClaimVerdict, passages: Sequence[Passage]) -> str:
                  if verdict.evidence and verdict.evidence in " ".join(text.split())), "")
 
 
+def _verified_count(judged: Sequence[tuple[Claim, ClaimVerdict]]) -> int:
+    return sum(v.verified for _, v in judged)
+
+
 def refine(question: str, draft: str, passages: Sequence[Passage], generator: Generator,
            critic: Critic, requery: Requery | None = None,
            config: LoopConfig = LoopConfig()) -> LoopResult:
@@ -120,38 +134,43 @@ def refine(question: str, draft: str, passages: Sequence[Passage], generator: Ge
     started = time.perf_counter()
     evidence = list(passages)
     text, rounds, generations = draft, 0, 1
-    judged: list[tuple[Claim, ClaimVerdict]] = []
+    best: list[tuple[Claim, ClaimVerdict]] = []  # the round with the most verified claims
+    corrections: list[str] = []
     while not is_abstention(text):
         claims = split_claims(text)
         verdicts = critic.verify_many([c.text for c in claims], _evidence(evidence))
         judged = list(zip(claims, verdicts, strict=True))
         failed = [(c, v) for c, v in judged if not v.verified]
-        if not failed or rounds == config.max_rounds:
-            break
-        rounds += 1
-        if requery is not None:
-            seen = {p.chunk_id for p in evidence}
-            for claim, _ in failed:
-                new = [p for p in requery(claim.text, config.requery_k) if p.chunk_id not in seen]
-                seen.update(p.chunk_id for p in new)
-                evidence += new
-            rechecked = critic.verify_many([c.text for c, _ in failed], _evidence(evidence))
-            fixed = {c: v for (c, _), v in zip(failed, rechecked, strict=True) if v.verified}
-            judged = [(c, fixed.get(c, v)) for c, v in judged]
-            failed = [(c, v) for c, v in zip((c for c, _ in failed), rechecked, strict=True)
-                      if not v.verified]
-            if not failed:
-                break
+        if failed and rounds < config.max_rounds:
+            rounds += 1
+            if requery is not None:
+                seen = {p.chunk_id for p in evidence}
+                for claim, _ in failed:
+                    new = [p for p in requery(claim.text, config.requery_k)
+                           if p.chunk_id not in seen]
+                    seen.update(p.chunk_id for p in new)
+                    evidence += new
+                rechecked = critic.verify_many([c.text for c, _ in failed], _evidence(evidence))
+                fixed = {c: v for (c, _), v in zip(failed, rechecked, strict=True) if v.verified}
+                judged = [(c, fixed.get(c, v)) for c, v in judged]
+                failed = [(c, v) for c, v in zip((c for c, _ in failed), rechecked, strict=True)
+                          if not v.verified]
+        if _verified_count(judged) >= _verified_count(best):  # a tie goes to the correction
+            best = judged
+        if not failed or generations > rounds:
+            break  # all verified, or no round left (every rewrite asked for has been checked)
         shown = strip_instructions([p.text for p in evidence[:config.max_passages]])
+        corrections.append(correction_signal(failed))
         rewrite = trim_unfinished(generator.complete(
-            refine_prompt(question, shown, text, correction_signal(failed)),
+            refine_prompt(question, shown, failed, config.show_rejected),
             config.max_new_tokens, stop_at_newline=True))
         generations += 1
         if rewrite == text:
             break  # the reader will not change it: another round would cost the same for nothing
         text = rewrite
-    kept = [Claim(c.text, c.citation or _cite(v, evidence)) for c, v in judged if v.verified]
-    dropped = [c for c, v in judged if not v.verified]
+    kept = [Claim(c.text, c.citation or _cite(v, evidence)) for c, v in best if v.verified]
+    dropped = [c for c, v in best if not v.verified]
     final = join_claims(kept) if kept else ABSTAIN
-    return LoopResult(final, draft, rounds, judged, kept, dropped, generations,
-                      time.perf_counter() - started)
+    return LoopResult(final, draft, rounds, claims=best, kept=kept, dropped=dropped,
+                      generations=generations, corrections=corrections,
+                      seconds=time.perf_counter() - started)
