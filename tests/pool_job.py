@@ -29,4 +29,4 @@ def pool_job() -> dg.JobDefinition:
         assets=[_card_step(name, pool) for name, pool in POOLS.items()],
         jobs=[dg.define_asset_job("pool_job", executor_def=dg.multiprocess_executor)],
     )
-    return defs.get_job_def("pool_job")
+    return defs.resolve_job_def("pool_job")
