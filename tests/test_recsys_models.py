@@ -10,7 +10,7 @@ import torch
 from lab_pipelines.recsys.baselines import BiasBaseline, SurpriseSVD, SVDParams
 from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph, info_nce
 from lab_pipelines.recsys.data import random_split
-from lab_pipelines.recsys.metrics import evaluate
+from lab_pipelines.recsys.metrics import evaluate, rmse
 from lab_pipelines.recsys.synthetic import synthetic_ratings
 from lab_pipelines.recsys.train import load_checkpoint, train_cmc
 
@@ -79,3 +79,11 @@ def test_info_nce_prefers_aligned_views():
     aligned = info_nce(a, a + 0.01 * torch.randn(64, 16), 0.1, nodes)
     shuffled = info_nce(a, a[torch.randperm(64)], 0.1, nodes)
     assert aligned < 0.1 < shuffled
+
+
+def test_kept_weights_are_the_validated_moving_average(split, trained):
+    predictor, result, _ = trained
+    assert SMALL.ema_decay > 0  # the default: the average, not the live weights, is kept
+    users, items, ratings = split.arrays("val")
+    assert rmse(predictor.predict(users, items), ratings) == pytest.approx(result.best_val_rmse,
+                                                                           abs=1e-6)

@@ -18,7 +18,7 @@ from lab_pipelines.recsys.baselines import (SVD_GRID, SVD_TUNED, BiasBaseline, S
 from lab_pipelines.recsys.cmc import CMCConfig, CMCPredictor
 from lab_pipelines.recsys.data import RatingSplit
 from lab_pipelines.recsys.metrics import RatingModel, evaluate, rmse, validation_ranking
-from lab_pipelines.recsys.ranking import candidates, choose_ranking
+from lab_pipelines.recsys.ranking import BARS, candidates, choose_ranking
 from lab_pipelines.recsys.train import TrainResult, load_checkpoint, train_cmc_distributed
 
 
@@ -50,15 +50,22 @@ def baseline_rows(split: RatingSplit, tuned: SVDParams = SVD_TUNED) -> list[dict
     return rows
 
 
+# The models CMC's ranking must beat (issue 14: recall at least tuned SVD's and the bias
+# baseline's, coverage and long tail above tuned SVD's). Default SVD is reported, not a bar.
+BAR_MODELS = ("bias", "svd_tuned")
+
+
 def ranked_cmc_row(split: RatingSplit, predictor: CMCPredictor, references: list[dict],
                    train_seconds: float, **extra: object) -> tuple[dict, list[dict]]:
-    """The `cmc_discounted` row: CMC ranked by the score and discount (`ranking.py`) chosen on
-    validation so that its validation Recall@10 and NDCG@10 stay at least every reference
-    row's (the baselines'). Returns the row and the validation table of every candidate."""
-    floor = {m: max(r[f"val_{m}"] for r in references) for m in ("recall_at_10", "ndcg_at_10")}
+    """The `cmc_discounted` row: CMC ranked by the score and discounts (`ranking.py`) chosen
+    on validation to lead the bias baseline and tuned SVD among the reference rows on
+    validation Recall@10, NDCG@10, coverage and long tail by the widest margin. Returns the
+    row and the validation table of every candidate."""
+    bars = {m: max(r[f"val_{m}"] for r in references if r["model"] in BAR_MODELS)
+            for m in BARS}
     scores = {"expected": predictor,
               "p_relevant": CMCPredictor(predictor.model, predictor.graph, "p_relevant")}
-    choice = choose_ranking(candidates(scores, split), split, floor)
+    choice = choose_ranking(candidates(scores, split), split, bars)
     return row("cmc_discounted", split, choice.model, train_seconds, ranking=choice.name,
                **extra), choice.table
 

@@ -47,6 +47,11 @@ class CMCConfig:
     cl_batch: int = 2048  # users/items per InfoNCE term
     l2: float = 1e-4
     lr: float = 0.01
+    # > 0: validate and keep an exponential moving average of the weights (this much of the
+    # old average kept per epoch). One full-graph step per epoch with heavy dropout makes the
+    # live weights noisy; their average sits nearer the minimum. ML-100K validation RMSE,
+    # seed 0: 0.8819 without, 0.8809 at 0.98, 0.8814 at 0.99, 0.8827 at 0.995.
+    ema_decay: float = 0.98
     max_epochs: int = 1500  # one epoch = one full-graph step over all training ratings
     patience: int = 100  # epochs without a better validation RMSE before stopping
     eval_every: int = 5

@@ -9,7 +9,7 @@ long-tail share is the share of all top-k slots filled by items outside the 20% 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -46,24 +46,34 @@ def _dense_rows(users: np.ndarray, items: np.ndarray, rows: np.ndarray, n_items:
     return mask
 
 
-def _top_k_batches(model: RatingModel, seen: tuple[np.ndarray, np.ndarray], n_users: int,
+# Scores for one batch of users, as (name, (len(rows), n_items) scores) pairs. A generator, so
+# many score variants of one base score (ranking.py) are held one at a time.
+BatchScores = Callable[[np.ndarray], Iterable[tuple[str, torch.Tensor]]]
+
+
+def _top_k_batches(scores: BatchScores, seen: tuple[np.ndarray, np.ndarray], n_users: int,
                    n_items: int, k: int, batch: int
-                   ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """(user rows, their top-k unseen items) per batch: only batch x n_items scores are ever
-    held, so memory stays bounded however many users there are."""
+                   ) -> Iterator[tuple[np.ndarray, Iterator[tuple[str, torch.Tensor]]]]:
+    """(user rows, (score name, their top-k unseen items) per score) per batch: only
+    batch x n_items scores are ever held, so memory stays bounded however many users there
+    are."""
     seen_u, seen_i = seen
     for start in range(0, n_users, batch):
         rows = np.arange(start, min(start + batch, n_users))
-        scores = model.score_users(rows).float().cpu()
-        scores = scores.masked_fill(_dense_rows(seen_u, seen_i, rows, n_items), float("-inf"))
-        yield rows, scores.topk(k, dim=1).indices
+        mask = _dense_rows(seen_u, seen_i, rows, n_items)
+        yield rows, ((name, block.float().cpu().masked_fill(mask, float("-inf")).topk(
+            k, dim=1).indices) for name, block in scores(rows))
+
+
+def _one(model: RatingModel) -> BatchScores:
+    return lambda rows: [("", model.score_users(rows))]
 
 
 def top_k(model: RatingModel, seen: tuple[np.ndarray, np.ndarray], n_users: int, n_items: int,
           k: int = 10, batch: int = 1024) -> np.ndarray:
     """Every user's k best-scored items among those not in `seen`: (n_users, k)."""
-    return torch.cat([top for _, top in _top_k_batches(model, seen, n_users, n_items, k, batch)]
-                     ).numpy()
+    return torch.cat([top for _, tops in _top_k_batches(_one(model), seen, n_users, n_items,
+                                                        k, batch) for _, top in tops]).numpy()
 
 
 def head_items(items: np.ndarray, n_items: int, share: float = 0.2) -> np.ndarray:
@@ -74,33 +84,57 @@ def head_items(items: np.ndarray, n_items: int, share: float = 0.2) -> np.ndarra
     return head
 
 
+class _Tally:
+    """One score's running Recall@k, NDCG@k, recommendation counts over user batches."""
+
+    def __init__(self, n_items: int, k: int):
+        self.k, self.recalls, self.ndcgs = k, [], []
+        self.recommended = torch.zeros(n_items, dtype=torch.long)
+        self.discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
+
+    def add(self, top: torch.Tensor, relevant: torch.Tensor) -> None:
+        self.recommended += torch.bincount(top.flatten(), minlength=len(self.recommended))
+        n_rel = relevant.sum(1)
+        hits = relevant.gather(1, top).double()
+        has = n_rel > 0
+        self.recalls.append((hits.sum(1) / n_rel.clamp(min=1))[has])
+        ideal = torch.cumsum(self.discounts, 0)[(n_rel.clamp(1, self.k) - 1)]
+        self.ndcgs.append(((hits * self.discounts).sum(1) / ideal)[has])
+
+    def result(self, head: np.ndarray | None) -> dict[str, float]:
+        recall, ndcg, k = torch.cat(self.recalls), torch.cat(self.ndcgs), self.k
+        out = {f"recall_at_{k}": float(recall.mean()) if len(recall) else 0.0,
+               f"ndcg_at_{k}": float(ndcg.mean()) if len(ndcg) else 0.0,
+               "catalog_coverage": float((self.recommended > 0).float().mean())}
+        if head is not None:
+            tail = self.recommended[torch.from_numpy(~head)].sum()
+            out["long_tail_share"] = float(tail / self.recommended.sum())
+        return out
+
+
+def ranking_metrics_of(scores: BatchScores, seen: tuple[np.ndarray, np.ndarray],
+                       test: tuple[np.ndarray, np.ndarray, np.ndarray], n_users: int,
+                       n_items: int, k: int = 10, relevant_at: float = 4.0, batch: int = 1024,
+                       head: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """`ranking_metrics` of every score `scores` yields, in one pass over the user batches."""
+    test_u, test_i, test_r = test
+    rel_u, rel_i = test_u[test_r >= relevant_at], test_i[test_r >= relevant_at]
+    tallies: dict[str, _Tally] = {}
+    for rows, tops in _top_k_batches(scores, seen, n_users, n_items, k, batch):
+        relevant = _dense_rows(rel_u, rel_i, rows, n_items)
+        for name, top in tops:
+            tallies.setdefault(name, _Tally(n_items, k)).add(top, relevant)
+    return {name: tally.result(head) for name, tally in tallies.items()}
+
+
 def ranking_metrics(model: RatingModel, seen: tuple[np.ndarray, np.ndarray],
                     test: tuple[np.ndarray, np.ndarray, np.ndarray], n_users: int, n_items: int,
                     k: int = 10, relevant_at: float = 4.0, batch: int = 1024,
                     head: np.ndarray | None = None) -> dict[str, float]:
     """Recall@k, NDCG@k, catalog coverage and, given the head items, the long-tail share (the
     share of all recommendations outside the head), over all users in batches."""
-    test_u, test_i, test_r = test
-    rel_u, rel_i = test_u[test_r >= relevant_at], test_i[test_r >= relevant_at]
-    discounts = 1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2.0)
-    recalls, ndcgs, recommended = [], [], torch.zeros(n_items, dtype=torch.long)
-    for rows, top in _top_k_batches(model, seen, n_users, n_items, k, batch):
-        recommended += torch.bincount(top.flatten(), minlength=n_items)
-        relevant = _dense_rows(rel_u, rel_i, rows, n_items)
-        n_rel = relevant.sum(1)
-        hits = relevant.gather(1, top).double()
-        has = n_rel > 0
-        recalls.append((hits.sum(1) / n_rel.clamp(min=1))[has])
-        ideal = torch.cumsum(discounts, 0)[(n_rel.clamp(1, k) - 1)]
-        ndcgs.append(((hits * discounts).sum(1) / ideal)[has])
-    recall, ndcg = torch.cat(recalls), torch.cat(ndcgs)
-    out = {f"recall_at_{k}": float(recall.mean()) if len(recall) else 0.0,
-           f"ndcg_at_{k}": float(ndcg.mean()) if len(ndcg) else 0.0,
-           "catalog_coverage": float((recommended > 0).float().mean())}
-    if head is not None:
-        tail = recommended[torch.from_numpy(~head)].sum()
-        out["long_tail_share"] = float(tail / recommended.sum())
-    return out
+    return ranking_metrics_of(_one(model), seen, test, n_users, n_items, k, relevant_at, batch,
+                              head)[""]
 
 
 def evaluate(model: RatingModel, split: RatingSplit, k: int = 10) -> dict[str, float]:
@@ -116,9 +150,15 @@ def evaluate(model: RatingModel, split: RatingSplit, k: int = 10) -> dict[str, f
                               head=head_items(train_i, split.n_items))}
 
 
-def validation_ranking(model: RatingModel, split: RatingSplit, k: int = 10) -> dict[str, float]:
-    """Ranking metrics with validation as the held-out set and train as seen: what a ranking
-    choice may be selected on without looking at test."""
+def validation_ranking_of(scores: BatchScores, split: RatingSplit, k: int = 10
+                         ) -> dict[str, dict[str, float]]:
+    """Ranking metrics with validation as the held-out set and train as seen, for every score
+    `scores` yields: what a ranking choice may be selected on without looking at test."""
     train_u, train_i, _ = split.arrays("train")
-    return ranking_metrics(model, (train_u, train_i), split.arrays("val"), split.n_users,
-                           split.n_items, k=k, head=head_items(train_i, split.n_items))
+    return ranking_metrics_of(scores, (train_u, train_i), split.arrays("val"), split.n_users,
+                              split.n_items, k=k, head=head_items(train_i, split.n_items))
+
+
+def validation_ranking(model: RatingModel, split: RatingSplit, k: int = 10) -> dict[str, float]:
+    """`validation_ranking_of` for one model."""
+    return validation_ranking_of(_one(model), split, k)[""]

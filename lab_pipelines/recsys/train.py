@@ -132,8 +132,11 @@ def _train(split: RatingSplit, cfg: CMCConfig, device: str, rank: int, world: in
     amp = autocast_dtype(device)
     autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else nullcontext
 
+    # The weights validated and kept: the live ones, or their moving average.
+    ema = copy.deepcopy(raw_model) if cfg.ema_decay > 0 else None
+    kept = raw_model if ema is None else ema
     result = TrainResult(math.inf, 0, 0, 0.0, world)
-    best_state = copy.deepcopy(raw_model.state_dict())
+    best_state = copy.deepcopy(kept.state_dict())
     start = time.perf_counter()
     # Ranks other than 0 train silently; early stopping makes the ETA an upper bound.
     quiet = rank > 0
@@ -147,6 +150,8 @@ def _train(split: RatingSplit, cfg: CMCConfig, device: str, rank: int, world: in
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            _average_into(ema, raw_model, min(cfg.ema_decay, (1 + epoch) / (10 + epoch)))
         result.epochs_run = epoch
         if epoch == 1:
             result.first_step_digests = _gather(parameter_digest(raw_model), world)
@@ -156,11 +161,11 @@ def _train(split: RatingSplit, cfg: CMCConfig, device: str, rank: int, world: in
         if world > 1:
             dist.all_reduce(train_loss)
             train_loss /= world
-        val = rmse(CMCPredictor(raw_model, graph).predict(val_u, val_i), val_r)
+        val = rmse(CMCPredictor(kept, graph).predict(val_u, val_i), val_r)
         result.history.append({"epoch": epoch, "train_loss": float(train_loss), "val_rmse": val})
         if val < result.best_val_rmse:
             result.best_val_rmse, result.best_epoch = val, epoch
-            best_state = copy.deepcopy(raw_model.state_dict())
+            best_state = copy.deepcopy(kept.state_dict())
         if epoch % (cfg.eval_every * 5) == 0 and not quiet:
             (log or print)(f"epoch {epoch}: loss {float(train_loss):.4f} val RMSE {val:.4f} "
                            f"(best {result.best_val_rmse:.4f} @ {result.best_epoch})")
@@ -174,6 +179,14 @@ def _train(split: RatingSplit, cfg: CMCConfig, device: str, rank: int, world: in
     if checkpoint is not None and rank == 0:
         save_checkpoint(checkpoint, raw_model, graph, split, result)
     return CMCPredictor(raw_model, graph), result
+
+
+def _average_into(average: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
+    """One moving-average step. The caller ramps `decay` up from ~0.2 over the first epochs,
+    so the random initial weights do not linger in the average of a short run."""
+    with torch.no_grad():
+        for kept, now in zip(average.parameters(), live.parameters()):
+            kept.lerp_(now, 1.0 - decay)
 
 
 def cpu_threads(cfg: CMCConfig, processes: int) -> int:
