@@ -54,6 +54,10 @@ def test_answers_split_into_clauses_and_keep_their_citations():
     assert len(split_claims("Vaswani and Shazeer wrote the paper.")) == 1
     # A bare answer is a claim too; a repeated sentence is one claim.
     assert [c.text for c in split_claims("Trevor Hastie. Trevor Hastie.")] == ["Trevor Hastie."]
+    # Given the question, a sentence that only restates it is no claim.
+    question = "The tutorial vignette works through the tutorial by which first author?"
+    echo = "The tutorial vignette works through the tutorial by which first author. Putter."
+    assert [c.text for c in split_claims(echo, question)] == ["Putter."]
 
 
 def test_critic_catches_a_swapped_year_and_a_swapped_name():
@@ -92,7 +96,28 @@ def test_a_claim_quoted_from_the_evidence_is_not_left_to_the_judge():
               "termplot(mfit, term=2, se=TRUE) 1 40 50 60 70 80 90 -4 -3 -2 -1 0 1 2 3 age")
     line = "225 > termplot(mfit, term=2, se=TRUE) 1 40 50 60 70 80 90"
     assert Critic().verify(line, [output]).label == "supported"
-    assert Critic().verify(line.replace("225", "241"), [output]).label == "contradicted"
+    assert Critic().verify(line.replace("225", "226"), [output]).label == "contradicted"
+
+
+def test_critic_accepts_a_reworded_claim_that_swaps_no_roles():
+    sampling = ("For experiments, we sample 3 reasoning paths using temperature sampling with a "
+                "temperature of 0.7. • SolutionLLM: We construct this baseline to write the "
+                "solution for each example in the prompts using greedy decoding, without using "
+                "any strategies or maximum no. of iterations.")
+    critic = Critic()
+    # Figures in another order than the source's, a negation about something else further on.
+    reworded = critic.verify("The baseline uses a temperature of 0.7 for its 3 reasoning "
+                             "paths.", [sampling])
+    assert reworded.verified, reworded.reason
+    traded = critic.verify("The baseline uses a temperature of 3 for its 0.7 reasoning paths.",
+                           [sampling])
+    assert traded.label == "contradicted" and "swapped" in traded.reason
+    negated = critic.verify("The baseline does not sample 3 reasoning paths.", [sampling])
+    assert negated.label == "contradicted" and "negation" in negated.reason
+    history = ("Stigler describes an episode in 1760 in which the Jesuit Rudjer Boscovich sought "
+               "advice in London on his method for median regression.")
+    assert critic.verify("Rudjer Boscovich sought advice in London on median regression in "
+                         "1760.", [history]).verified
 
 
 def test_rule_critic_meets_its_bar_on_the_claim_set():

@@ -55,8 +55,8 @@ def _method_row(method: str, item: QAItem, text: str, claims: list[str], latency
             "corrections": "\n".join(corrections), "latency_s": latency_s}
 
 
-def _claims(text: str) -> list[str]:
-    return [] if is_abstention(text) else [c.text for c in split_claims(text)]
+def _claims(text: str, question: str) -> list[str]:
+    return [] if is_abstention(text) else [c.text for c in split_claims(text, question)]
 
 
 def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSearch,
@@ -82,10 +82,10 @@ def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSe
         result = refine(item.question, draft, shown, generator, critic,
                         lambda query, k: search.hybrid(query, k), config.loop)
         gold_page, seen = judge.gold_page(item), {}
-        rows += [_method_row("standard_rag", item, draft, _claims(draft), standard_s, 0, judge,
-                             gold_page, seen),
-                 _method_row("grounded_rag", item, grounded, _claims(grounded), grounded_s, 0,
-                             judge, gold_page, seen),
+        rows += [_method_row("standard_rag", item, draft, _claims(draft, item.question),
+                             standard_s, 0, judge, gold_page, seen),
+                 _method_row("grounded_rag", item, grounded, _claims(grounded, item.question),
+                             grounded_s, 0, judge, gold_page, seen),
                  _method_row("elevate", item, result.text, [c.text for c in result.kept],
                              standard_s + result.seconds, result.rounds, judge, gold_page, seen,
                              result.corrections)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from lab_pipelines.rag.grounding import content_words, numbers
 from lab_pipelines.rag.rerank import split_sentences
 
 # A citation as the advanced reader writes it: "[file.pdf, p. 3]" or "(file.pdf, pp. 3-4)".
@@ -36,8 +37,16 @@ def _clauses(sentence: str) -> list[str]:
     return [p if p.endswith((".", "!", "?")) else p + "." for p in parts]
 
 
-def split_claims(answer: str) -> list[Claim]:
-    """The answer's atomic claims in order; citations stay with the sentence they follow."""
+def restates(claim: str, question: str) -> bool:
+    """The claim says nothing the question did not: every word and number of it is the
+    question's ("The vignette works through the tutorial by which first author.")."""
+    return (content_words(claim) <= content_words(question)
+            and numbers(claim) <= numbers(question))
+
+
+def split_claims(answer: str, question: str = "") -> list[Claim]:
+    """The answer's atomic claims in order; citations stay with the sentence they follow.
+    With the question, sentences that only restate it are no claims."""
     citations = _CITATION.findall(answer)
     # Citations hold "p. 8", which reads as a sentence end: park them behind markers first.
     marked = answer
@@ -49,7 +58,8 @@ def split_claims(answer: str) -> list[Claim]:
         bare = " ".join(_MARKER.sub("", sentence).split()).replace(" .", ".")
         if not any(ch.isalnum() for ch in bare) or bare.endswith("?"):
             continue  # a question asserts nothing (small readers echo the question)
-        claims += [Claim(c, "; ".join(cited)) for c in _clauses(bare)]
+        claims += [Claim(c, "; ".join(cited)) for c in _clauses(bare)
+                   if not (question and restates(c, question))]
     # A small reader sometimes repeats a sentence: one claim, however often it is said.
     return list({c.text: c for c in reversed(claims)}.values())[::-1]
 

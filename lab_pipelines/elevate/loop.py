@@ -137,7 +137,7 @@ def refine(question: str, draft: str, passages: Sequence[Passage], generator: Ge
     best: list[tuple[Claim, ClaimVerdict]] = []  # the round with the most verified claims
     corrections: list[str] = []
     while not is_abstention(text):
-        claims = split_claims(text)
+        claims = split_claims(text, question)
         verdicts = critic.verify_many([c.text for c in claims], _evidence(evidence))
         judged = list(zip(claims, verdicts, strict=True))
         failed = [(c, v) for c, v in judged if not v.verified]

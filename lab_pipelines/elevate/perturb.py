@@ -21,7 +21,9 @@ YEAR = re.compile(r"\b(19[5-9]\d|20[0-3]\d)\b")
 _NUMBER = re.compile(r"(?<![\w.,])(\d+(?:\.\d+)?)(?![\w.]\d|\.\w)")
 # A name: a capitalised word inside a sentence, not a stopword (a sentence start says nothing).
 _NAME = re.compile(r"(?<=[a-z,;:)] )([A-Z][a-zA-Z]{2,}(?:-[A-Z][a-zA-Z]+)?)\b")
-NEGATION = re.compile(r"\b(not|no|never|none|nor|cannot|without)\b|n't\b", re.IGNORECASE)
+# "no." followed by more text is the abbreviation of number ("maximum no. of iterations").
+NEGATION = re.compile(r"\b(not|no(?!\.\s*\w)|never|none|nor|cannot|without)\b|n't\b",
+                      re.IGNORECASE)
 _AUXILIARY = re.compile(r"\b(is|are|was|were|can|does|do|did|has|have|will|should|may|could|"
                         r"would|must)\b")
 # Units a reader confuses, each with the one it is mistaken for.
