@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import combinations, pairwise
+from itertools import accumulate, combinations, pairwise
 from typing import Literal, Protocol
 
 import torch
@@ -66,12 +66,18 @@ def strip_instructions(evidence: Sequence[str]) -> list[str]:
     return [p for p in kept if p]
 
 
+def _overlap(words: set[str], nums: set[str], text: str) -> int:
+    """How close `text` is to a claim with these content words and numbers; a shared number
+    counts double, since it pins a fact down more than a shared word does."""
+    return len(words & content_words(text)) + 2 * len(nums & numbers(text))
+
+
 def best_sentences(claim: str, evidence: Sequence[str], k: int = 2) -> list[str]:
     """The `k` evidence sentences sharing most words and numbers with the claim, best first."""
     words, nums = content_words(claim), numbers(claim)
     scored = []
     for sentence in (s for p in evidence for s in split_sentences(p)):
-        overlap = len(words & content_words(sentence)) + 2 * len(nums & numbers(sentence))
+        overlap = _overlap(words, nums, sentence)
         if overlap:
             scored.append((overlap, -len(scored), sentence))
     return [s for *_, s in sorted(scored, reverse=True)[:k]]
@@ -140,13 +146,16 @@ def _closest_stretch(claim: str, sentence: str) -> str:
     width = max(1, 3 * len(claim.split()) // 2)
     if len(tokens) <= width:
         return sentence
-    hits = [len(content_words(t) & words) + 2 * len(numbers(t) & nums) for t in tokens]
-    start = max(range(len(tokens) - width + 1), key=lambda i: sum(hits[i:i + width]))
+    running = [0, *accumulate(_overlap(words, nums, t) for t in tokens)]
+    start = max(range(len(tokens) - width + 1), key=lambda i: running[i + width] - running[i])
     return " ".join(tokens[start:start + width])
 
 
 def _negated(text: str) -> bool:
     return bool(NEGATION.search(text))
+
+
+QUOTED = "quoted word for word from the evidence"  # the rules' reason; the judge is skipped
 
 
 def quoted(claim: str, evidence: Sequence[str]) -> bool:
@@ -170,7 +179,7 @@ def rule_verdict(claim: str, evidence: Sequence[str], config: RuleConfig = RuleC
     if quoted(claim, evidence):
         # A copied span holds every figure, name and negation of its source; comparing its
         # order with a different "closest" sentence (code and tables split badly) only misleads.
-        return ClaimVerdict("supported", 1.0, best, "quoted word for word from the evidence")
+        return ClaimVerdict("supported", 1.0, best, QUOTED)
     near = " ".join(window)
     missing = numbers(claim) - numbers(near)
     if missing:
@@ -288,7 +297,7 @@ class Critic:
         if self.judge is None:
             return verdicts
         ask = [i for i, v in enumerate(verdicts)
-               if not self.rules or (v.verified and not quoted(claims[i], clean))]
+               if not self.rules or (v.verified and v.reason != QUOTED)]
         windows = [" ".join(best_sentences(claims[i], clean, self.rule_config.window))
                    for i in ask]
         scores = self.judge.support([(w, claims[i]) for w, i in zip(windows, ask, strict=True)])

@@ -123,6 +123,28 @@ def _cite(verdict: ClaimVerdict, passages: Sequence[Passage]) -> str:
                  if verdict.evidence and verdict.evidence in " ".join(text.split())), "")
 
 
+def _retrieve_for(failed: Sequence[tuple[Claim, ClaimVerdict]], evidence: Sequence[Passage],
+                  requery: Requery, k: int) -> list[Passage]:
+    """Passages not yet in `evidence`, `k` searched with each failed claim as the query."""
+    seen, found = {p.chunk_id for p in evidence}, []
+    for claim, _ in failed:
+        new = [p for p in requery(claim.text, k) if p.chunk_id not in seen]
+        seen.update(p.chunk_id for p in new)
+        found += new
+    return found
+
+
+def _recheck(judged: list[tuple[Claim, ClaimVerdict]], failed: list[tuple[Claim, ClaimVerdict]],
+             critic: Critic, evidence: Sequence[Passage]
+             ) -> tuple[list[tuple[Claim, ClaimVerdict]], list[tuple[Claim, ClaimVerdict]]]:
+    """The failed claims verified again against the grown evidence: every verdict, and the
+    claims still failing."""
+    rechecked = critic.verify_many([c.text for c, _ in failed], _evidence(evidence))
+    fixed = {c: v for (c, _), v in zip(failed, rechecked, strict=True)}
+    judged = [(c, fixed[c] if c in fixed and fixed[c].verified else v) for c, v in judged]
+    return judged, [(c, v) for c, v in fixed.items() if not v.verified]
+
+
 def _verified_count(judged: Sequence[tuple[Claim, ClaimVerdict]]) -> int:
     return sum(v.verified for _, v in judged)
 
@@ -144,17 +166,8 @@ def refine(question: str, draft: str, passages: Sequence[Passage], generator: Ge
         if failed and rounds < config.max_rounds:
             rounds += 1
             if requery is not None:
-                seen = {p.chunk_id for p in evidence}
-                for claim, _ in failed:
-                    new = [p for p in requery(claim.text, config.requery_k)
-                           if p.chunk_id not in seen]
-                    seen.update(p.chunk_id for p in new)
-                    evidence += new
-                rechecked = critic.verify_many([c.text for c, _ in failed], _evidence(evidence))
-                fixed = {c: v for (c, _), v in zip(failed, rechecked, strict=True) if v.verified}
-                judged = [(c, fixed.get(c, v)) for c, v in judged]
-                failed = [(c, v) for c, v in zip((c for c, _ in failed), rechecked, strict=True)
-                          if not v.verified]
+                evidence += _retrieve_for(failed, evidence, requery, config.requery_k)
+                judged, failed = _recheck(judged, failed, critic, evidence)
         if _verified_count(judged) >= _verified_count(best):  # a tie goes to the correction
             best = judged
         if not failed or generations > rounds:
