@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from functools import lru_cache
 
 import torch
@@ -54,6 +55,19 @@ def configure_torch_for(device: str) -> None:
         torch.backends.cudnn.allow_tf32 = True
     else:
         torch.set_flush_denormal(True)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with `n` intra-op threads, then restore the caller's count (tests share one
+    process). On busy shared cores fewer can be far faster: each parallel region waits for its
+    slowest thread, and a descheduled one stalls it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def autocast_dtype(device: str) -> torch.dtype | None:

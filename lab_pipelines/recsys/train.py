@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from lab_pipelines.devices import autocast_dtype, configure_torch_for, resolve_device
+from lab_pipelines.devices import autocast_dtype, configure_torch_for, resolve_device, torch_threads
 from lab_pipelines.paths import atomic_write_bytes
 from lab_pipelines.progress import LogFn, Progress
 from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph
@@ -102,14 +102,8 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
     against `max_epochs` and periodic validation lines go to `log` (a tqdm bar without one)."""
     device, rank, world = _setup_distributed(device)
     configure_torch_for(device)
-    # The caller's thread count comes back afterwards (tests share one process).
-    threads = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(cpu_threads(cfg, world))
-    try:
+    with torch_threads(cpu_threads(cfg, world) if device == "cpu" else torch.get_num_threads()):
         return _train(split, cfg, device, rank, world, checkpoint, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(split: RatingSplit, cfg: CMCConfig, device: str, rank: int, world: int,
