@@ -8,6 +8,7 @@ request without CUDA -> `cpu`. `auto` picks `cuda:0` when present, else `cpu`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 from collections.abc import Iterator
 from functools import lru_cache
@@ -55,6 +56,27 @@ def configure_torch_for(device: str) -> None:
         torch.backends.cudnn.allow_tf32 = True
     else:
         torch.set_flush_denormal(True)
+
+
+@lru_cache(maxsize=1)
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+def release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
+
+    Scoring hundreds of rankings allocates and frees a batch x items tensor several times per
+    ranking, between small tensors that live on; glibc then grows its heap instead of reusing
+    the holes. Ranking 100 candidates on ML-1M peaked at 4.4 GB and kept growing (810 were
+    killed at 24 GB); trimming every 16 held it near 1 GB and ran faster."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from lab_pipelines.devices import release_free_heap
 from lab_pipelines.recsys.data import RatingSplit
 
 
@@ -148,8 +149,10 @@ def ranking_metrics_of(scores: BatchScores, seen: tuple[np.ndarray, np.ndarray],
     tallies: dict[str, _Tally] = {}
     for rows, tops in _top_k_batches(scores, seen, n_users, n_items, k, batch):
         relevant = _dense_rows(rel_u, rel_i, rows, n_items)
-        for name, top in tops:
+        for i, (name, top) in enumerate(tops):
             tallies.setdefault(name, _Tally(n_items, k)).add(top, relevant)
+            if i % 16 == 15:
+                release_free_heap()
     return {name: tally.result(head, errors) for name, tally in tallies.items()}
 
 

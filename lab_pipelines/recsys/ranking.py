@@ -43,8 +43,8 @@ BARS = ("recall_at_10", "ndcg_at_10", "catalog_coverage", "long_tail_share")
 def at_least_tail(scores: torch.Tensor, tail: torch.Tensor, quota: int, k: int = 10
                   ) -> torch.Tensor:
     """Scores whose k best are `scores`' k best with their lowest-ranked head items swapped
-    for the best tail items below them until `quota` of the k are tail items (as far as
-    unseen tail items last). Kept items keep their order and rank first; swapped-in ones
+    for the best tail items below them, until `quota` of the k are tail items or the user's
+    unseen tail items run out. Kept items keep their order and rank first; swapped-in ones
     follow in theirs. `scores` must be -inf on seen items; the result is -inf off the list."""
     inf = float("-inf")
     top, at = scores.topk(k, dim=1)
