@@ -58,10 +58,10 @@ BAR_MODELS = ("bias", "svd_tuned")
 
 def ranked_cmc_row(split: RatingSplit, predictor: CMCPredictor, references: list[dict],
                    train_seconds: float, **extra: object) -> tuple[dict, list[dict]]:
-    """The `cmc_discounted` row: CMC ranked by the score, discounts and tail quota (`ranking.py`) chosen
-    on validation to lead the bias baseline and tuned SVD among the reference rows on
-    validation Recall@10, NDCG@10, coverage and long tail by the most standard errors.
-    Returns the row and the validation table of every candidate."""
+    """The `cmc_discounted` row: CMC ranked by the score, discounts and tail quota
+    (`ranking.py`) chosen on validation to lead the bias baseline and tuned SVD among the
+    reference rows on validation Recall@10, NDCG@10, coverage and long tail by the most
+    standard errors. Returns the row and the validation table of every candidate."""
     bars = {m: max(r[f"val_{m}"] for r in references if r["model"] in BAR_MODELS)
             for m in BARS}
     scores = {"expected": predictor,

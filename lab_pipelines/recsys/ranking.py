@@ -89,9 +89,11 @@ class Ranking:
 
     def arrange(self, scores: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
         """Discounted scores of a batch of users -> scores whose k best unseen items are the
-        list."""
+        list. Only the quota needs seen items masked here; the top-k masks them anyway."""
+        if not self.quota:
+            return scores
         unseen = scores.float().cpu().masked_fill(seen, float("-inf"))
-        return at_least_tail(unseen, self.tail, self.quota, self.k) if self.quota else unseen
+        return at_least_tail(unseen, self.tail, self.quota, self.k)
 
 
 def popularity(split: RatingSplit) -> torch.Tensor:
@@ -136,13 +138,14 @@ def validation_table(options: dict[str, Ranking], split: RatingSplit) -> list[di
     standard errors, in one pass over the users: each base score is computed once per user
     batch and every candidate's discount and quota applied to it, instead of re-scoring the
     users once per candidate."""
-    bases = {id(o.model): o.model for o in options.values()}
+    by_base: dict[int, list[tuple[str, Ranking]]] = {}
+    for name, option in options.items():
+        by_base.setdefault(id(option.model), []).append((name, option))
 
     def scores(rows: np.ndarray, seen: torch.Tensor):
-        for key, model in bases.items():
-            base = model.score_users(rows)
-            yield from ((name, o.arrange(o.discount(base), seen)) for name, o in options.items()
-                        if id(o.model) == key)
+        for group in by_base.values():
+            base = group[0][1].model.score_users(rows)
+            yield from ((name, o.arrange(o.discount(base), seen)) for name, o in group)
 
     got = validation_ranking_of(scores, split, errors=True)
     return [{"ranking": name, **got[name]} for name in options]
