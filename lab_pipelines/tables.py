@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from lab_pipelines import machine
 from lab_pipelines.paths import duckdb_path
 
 _DUCKDB_TYPES = {
@@ -68,7 +69,8 @@ def append_rows(
     required: Sequence[str] = (),
     replace_matching: Sequence[str] = (),
 ) -> int:
-    """Append `rows` to `table` stamped with `run_id` and `created_at`; return the row count.
+    """Append `rows` to `table` stamped with `run_id`, `created_at` and `machine` (CPU model,
+    cores, bf16 flags, GPU: lab_pipelines.machine.describe); return the row count.
 
     Creates the table on first use and adds columns that later rows introduce. Rows already
     written by the same `run_id` are replaced, so a retried step does not duplicate them; with
@@ -85,6 +87,8 @@ def append_rows(
         pl.lit(run_id).alias("run_id"),
         pl.lit(datetime.now(timezone.utc)).alias("created_at"),
     )
+    if "machine" not in frame.columns:
+        frame = frame.with_columns(pl.lit(machine.describe()).alias("machine"))
     with locked_connection(db_path) as con:
         con.execute("BEGIN TRANSACTION")
         try:

@@ -10,7 +10,8 @@ import dagster as dg
 
 from assets_defs.reports import benchmark_report
 from assets_defs.resources import LabResource
-from lab_pipelines.report import load_reports, render
+from lab_pipelines import machine
+from lab_pipelines.report import Section, load_reports, render
 from lab_pipelines.tables import append_rows
 
 
@@ -25,7 +26,9 @@ def _rag(accuracy: float, extra: dict | None = None) -> list[dict]:
 
 def fill(db) -> None:
     """Two RAG runs (the second with a new method and a new column), one recsys, one nerf."""
-    append_rows("rag_benchmark", _rag(0.611), run_id="run-rag-old", db_path=db)
+    # A row from before rows named their machine: the report falls back to the run's host.
+    append_rows("rag_benchmark", [{**r, "machine": None} for r in _rag(0.611)],
+                run_id="run-rag-old", db_path=db)
     append_rows("rag_benchmark", _rag(0.777, {"prefill_tokens_per_s": 123.4}),
                 run_id="run-rag-new", db_path=db)
     append_rows("recsys_benchmark", [
@@ -45,7 +48,7 @@ def test_html_page_holds_latest_runs_published_numbers_trends_and_provenance(tmp
     reports, missing = load_reports(db)
     assert [r.name for r in reports] == ["rag_benchmark", "recsys_benchmark", "nerf_benchmark"]
     assert missing == ["elevate_benchmark"]
-    out = render(reports, missing, {"run-rag-new": "labbox"})
+    out = render(reports, missing, {"run-rag-old": "labbox", "run-rag-new": "elsewhere"})
     page = out.html
 
     rag = page[page.index("<section id='rag_benchmark'>"):]
@@ -53,17 +56,51 @@ def test_html_page_holds_latest_runs_published_numbers_trends_and_provenance(tmp
     latest = rag[:rag.index("<h3>Published vs ours")]
     assert "oracle" in latest and "prefill_tokens_per_s" in latest and "123.400" in latest
     assert "0.777" in latest and "0.611" not in latest, "the latest table mixed in an old run"
-    assert "labbox" in rag and "run-rag-old" in rag and "run-rag-new" in rag
+    assert "run-rag-old" in rag and "run-rag-new" in rag
+    # Every run names its machine: the rows' own stamp first, the run's host for old rows.
+    assert machine.describe() in latest and "elsewhere" not in rag and "labbox" in rag
+    assert "unknown machine" not in page
     published = rag[rag.index("<h3>Published vs ours"):]
     assert "0.890" in published and "0.777" in published  # advanced: theirs beside ours
     nerf = page[page.index("<section id='nerf_benchmark'>"):]
     assert "30.500" in nerf and "22.000" in nerf  # ours: the mean PSNR over both scenes
+    assert "balls, panda" in nerf  # ... and it says which scenes the mean is over
     assert "Not yet measured" in page and "elevate_benchmark" in page
 
     assert out.plots == 3 and page.count("src='data:image/png;base64,") == 3
     assert not re.search(r"(src|href)=['\"]?(https?:|//|/)", page), "page is not self-contained"
     assert out.markdown.count("data:image/png;base64,") == 3
     assert "base64" not in out.text and "oracle" in out.text
+
+
+def test_published_cmc_rows_compare_like_with_like(tmp_path):
+    """The user's CMC coverage is a ranked list's: it stands beside the ranked row the lab
+    ships, and ML-1M rows never dilute the ML-100K comparison."""
+    db = tmp_path / "lab.duckdb"
+    append_rows("recsys_benchmark", [
+        {"model": m, "dataset": d, "split": "s", "rmse": r, "recall_at_10": rec,
+         "catalog_coverage": cov, "train_seconds": 1.0}
+        for m, d, r, rec, cov in (("cmc", "ml-100k", 0.884, 0.06, 0.151),
+                                  ("cmc_discounted", "ml-100k", 0.884, 0.074, 0.203),
+                                  ("cmc_discounted", "ml-1m", 0.843, 0.05, 0.388))],
+        run_id="r", db_path=db)
+    reports, _ = load_reports(db)
+    versus = reports[0].versus_published()
+    coverage = versus.filter(versus["metric"] == "catalog_coverage")
+    assert dict(zip(coverage["model"], coverage["ours (latest)"])) == {
+        "svd_tuned": None, "cmc_discounted": 0.203}
+    assert versus.filter(versus["model"] == "cmc")["ours (latest)"].to_list() == [0.884]
+
+
+def test_sections_follow_the_tables_in_html_and_markdown(tmp_path):
+    fill(tmp_path / "lab.duckdb")
+    reports, missing = load_reports(tmp_path / "lab.duckdb")
+    out = render(reports, missing, sections=[
+        Section("library_answers", "Answers from your library", "| q | a |\n|---|---|",
+                "<table><tr><td>q</td></tr></table>")])
+    assert "<section id='library_answers'><h2>Answers from your library</h2>" in out.html
+    assert out.html.index("nerf_benchmark") < out.html.index("library_answers")
+    assert "## Answers from your library" in out.markdown and "| q | a |" in out.text
 
 
 def test_asset_writes_the_page_and_markdown_metadata(tmp_path):

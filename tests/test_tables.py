@@ -8,6 +8,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from lab_pipelines import machine
 from lab_pipelines.tables import append_rows, latest_run, markdown_table, read_table
 
 
@@ -17,7 +18,9 @@ def test_first_write_creates_table_with_run_id_and_created_at(tmp_path):
                     run_id="r1", db_path=db)
     assert n == 2
     frame = read_table("demo", db)
-    assert set(frame.columns) == {"method", "score", "run_id", "created_at"}
+    assert set(frame.columns) == {"method", "score", "run_id", "created_at", "machine"}
+    assert frame["machine"].to_list() == [machine.describe()] * 2
+    assert "cores" in machine.describe()
     assert frame["run_id"].to_list() == ["r1", "r1"]
     assert frame["created_at"].null_count() == 0
 
