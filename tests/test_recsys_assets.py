@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from assets_defs import recsys
@@ -11,7 +12,8 @@ from lab_pipelines.recsys.synthetic import synthetic_ratings, write_u_data
 from lab_pipelines.tables import read_table
 
 ASSETS = [recsys.movielens_ratings, recsys.svd_baseline, recsys.cmc_model,
-          recsys.cmc_temperature_sweep, recsys.recsys_benchmark, recsys.cmc_beats_svd]
+          recsys.cmc_temperature_sweep, recsys.recsys_benchmark, recsys.cmc_beats_svd,
+          recsys.recsys_cold_start]
 
 
 def _run_config(ratings_path, **ratings_extra) -> dict:
@@ -21,6 +23,7 @@ def _run_config(ratings_path, **ratings_extra) -> dict:
         "svd_baseline": {"config": {"tuned_factors": 20, "tuned_epochs": 20}},
         "cmc_model": {"config": {"dim": 32, "max_epochs": 150, "patience": 60}},
         "cmc_temperature_sweep": {"config": {"taus": [0.1, 0.5], "max_epochs": 10}},
+        "recsys_cold_start": {"config": {"ratings_path": str(ratings_path)}},
     }}
 
 
@@ -47,6 +50,14 @@ def test_group_materializes_and_writes_the_benchmark(tmp_path, monkeypatch):
     assert "| ranking |" in bench["ranking_on_validation"].value
     tail = dict(zip(rows.get_column("model").to_list(), rows.get_column("long_tail_share")))
     assert all(0.0 <= share <= 1.0 for share in tail.values())
+    cold = read_table("recsys_cold_start", tmp_path / "data" / "lab.duckdb")
+    assert set(cold.get_column("run_id")) == {result.run_id}
+    assert cold.filter(pl.col("protocol") == "cold_users").height == 4 * 3  # k x models
+    assert set(cold.filter(pl.col("protocol") == "warm_buckets").get_column("split")) == {
+        "random80_seed0/test"}
+    assert cold.get_column("machine").is_not_null().all()
+    meta = result.asset_materializations_for_node("recsys_cold_start")[0].metadata
+    assert "data:image/png;base64," in meta["plot_toy"].value
     checks = result.get_asset_check_evaluations()
     assert [c.check_name for c in checks] == ["cmc_beats_svd"]
     assert checks[0].metadata["cmc_rmse"].value == pytest.approx(rmse["cmc"])

