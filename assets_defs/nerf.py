@@ -1,15 +1,15 @@
-"""D-NeRF on D-NeRF-format scenes: two scenes the lab renders itself, a trained checkpoint
-(`fast` or the paper's `dnerf`) and the benchmark that scores it. Thin wrappers around
-`lab_pipelines.nerf`.
+"""D-NeRF on D-NeRF-format scenes: two scenes the lab renders itself, checkpoints of both
+methods (`fast` and the paper's `dnerf`) on both, the benchmark that scores them and the
+renders that show them. Thin wrappers around `lab_pipelines.nerf`.
 
 Assets hand data over through files under `lab.root()`: scenes in `scenes/<name>/`,
-checkpoints in `nerf/checkpoints/`; `dnerf_checkpoint` points `nerf/active_checkpoint.json`
-at what it trained, and `nerf_benchmark` evaluates that unless its config names another.
+checkpoints in `nerf/checkpoints/`, listed by `dnerf_checkpoint` in `nerf/checkpoints.json`,
+which `nerf_benchmark` scores and `dnerf_render` renders to `renders/<scene>/<method>/`.
+Budgets are steps (`iterations`), so the table is the same on a busy machine.
 """
 
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -20,20 +20,20 @@ from lab_pipelines.nerf.benchmark import (
     BENCHMARK_COLUMNS,
     MethodRun,
     downscale_for,
+    read_manifest,
     run_method,
-    trivial_baselines,
+    score_checkpoint,
+    write_manifest,
 )
-from lab_pipelines.nerf.evaluate import evaluate
 from lab_pipelines.nerf.panda import write_panda_walk
+from lab_pipelines.nerf.renders import render_checkpoint
 from lab_pipelines.nerf.scenes import load_split
 from lab_pipelines.nerf.synthetic import write_bouncing_balls
-from lab_pipelines.nerf.train import METHODS, TrainConfig, load_checkpoint, result_from_checkpoint
+from lab_pipelines.nerf.train import METHODS, TrainConfig, default_iterations
 from lab_pipelines.nerf.train import train as train_field
-from lab_pipelines.paths import atomic_write_bytes
 from lab_pipelines.tables import append_rows, image_markdown, latest_run, markdown_table
 
-# Training seconds per method when the run config leaves the budget at 0.
-DEFAULT_BUDGET_S = {"embedded": 120.0, "gpu": 1800.0}
+MADE_SCENES = ("bouncing_balls", "panda_walk")  # what the two scene assets write
 
 
 def _scene_metadata(folder: Path) -> dict:
@@ -78,123 +78,168 @@ def panda_walk_scene(context: dg.AssetExecutionContext, config: SceneConfig,
 
 
 class NerfTrainConfig(dg.Config):
-    scene_dir: str = ""  # any D-NeRF-format folder; empty: the bouncing_balls_scene output
-    method: str = "fast"  # 'fast' (factorised planes) or 'dnerf' (the paper's MLPs)
-    budget_seconds: float = 0.0  # wall-clock training seconds; 0: the profile's default
+    # D-NeRF-format folders; empty: the two scenes the scene assets wrote.
+    scene_dirs: list[str] = []  # noqa: RUF012 (pydantic copies field defaults)
+    methods: list[str] = ["fast", "dnerf"]  # noqa: RUF012
+    iterations: int = 0  # Adam steps per method; 0: the profile's default for each method
+    budget_seconds: float = 0.0  # optional cap on training seconds per method; 0: none
     resolution: int = 64  # training/evaluation width in pixels; 0: as stored
     scene_radius: float = 1.5
-    max_steps: int = 0
+    focus: float = 0.5  # share of each ray batch drawn by spatio-temporal importance (0: uniform)
     seed: int = 0
 
 
-def _pointer(lab: LabResource) -> Path:
-    return lab.root() / "nerf" / "active_checkpoint.json"
+def _manifest(lab: LabResource) -> Path:
+    return lab.root() / "nerf" / "checkpoints.json"
 
 
-def _train_config(config: NerfTrainConfig, lab: LabResource, scene_dir: Path, method: str) -> TrainConfig:
+def _scene_dirs(config: NerfTrainConfig, lab: LabResource) -> list[Path]:
+    if config.scene_dirs:
+        return [Path(d) for d in config.scene_dirs]
+    return [lab.root() / "scenes" / name for name in MADE_SCENES]
+
+
+def _train_config(config: NerfTrainConfig, lab: LabResource, scene_dir: Path, method: str,
+                  resolution: int | None = None) -> TrainConfig:
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose one of {METHODS}")
     return TrainConfig(
-        method=method, budget_seconds=config.budget_seconds or DEFAULT_BUDGET_S[lab.profile],
-        downscale=downscale_for(scene_dir, config.resolution), scene_radius=config.scene_radius,
-        profile=lab.profile, max_steps=config.max_steps, seed=config.seed,
+        method=method, iterations=config.iterations or default_iterations(method, lab.profile),
+        budget_seconds=config.budget_seconds,
+        downscale=downscale_for(scene_dir, config.resolution if resolution is None else resolution),
+        scene_radius=config.scene_radius, profile=lab.profile, focus=config.focus, seed=config.seed,
     )
 
 
-@dg.asset(deps=[bouncing_balls_scene], pool="gpu0",
-          description="A deformable radiance field trained on one scene within a wall-clock budget; "
-                      "resumes an interrupted run from its last checkpoint.")
+@dg.asset(deps=[bouncing_balls_scene, panda_walk_scene], pool="gpu0",
+          description="Deformable radiance fields, every method on every scene, each trained for a "
+                      "fixed number of steps; resumes an interrupted run from its last checkpoint.")
 def dnerf_checkpoint(context: dg.AssetExecutionContext, config: NerfTrainConfig, gpu0: CardResource,
                      gpu1: CardResource, lab: LabResource) -> dg.MaterializeResult:
-    scene_dir = Path(config.scene_dir) if config.scene_dir else lab.root() / "scenes" / "bouncing_balls"
-    cfg = _train_config(config, lab, scene_dir, config.method)
     canonical, deformation = gpu0.resolve(), gpu1.resolve()
-    context.log.info(f"training {cfg.method} on {scene_dir} for {cfg.budget_seconds:.0f} s "
-                     f"(canonical on {canonical}, deformation on {deformation})")
-    result = train_field(
-        scene_dir, lab.root() / "nerf" / "checkpoints", cfg, canonical, deformation,
-        log=context.log.info)
-    if result.start_step:
-        context.log.info(f"resumed an interrupted run at step {result.start_step}")
-    atomic_write_bytes(_pointer(lab), json.dumps({"checkpoint": str(result.checkpoint),
-                                                  "scene_dir": str(scene_dir)}).encode())
-    last = result.history[-1] if result.history else {}
+    entries, rows = [], []
+    for scene_dir in _scene_dirs(config, lab):
+        for method in config.methods:
+            cfg = _train_config(config, lab, scene_dir, method)
+            context.log.info(f"training {method} on {scene_dir} for {cfg.iterations} steps "
+                             f"(canonical on {canonical}, deformation on {deformation})")
+            result = train_field(scene_dir, lab.root() / "nerf" / "checkpoints", cfg, canonical, deformation,
+                                 log=context.log.info)
+            if result.start_step:
+                context.log.info(f"resumed an interrupted run at step {result.start_step}")
+            entries.append({"scene": scene_dir.name, "method": method, "checkpoint": str(result.checkpoint),
+                            "scene_dir": str(scene_dir)})
+            rows.append({"scene": scene_dir.name, "method": method,
+                         "resolution": f"{result.resolution[1]}x{result.resolution[0]}", "steps": result.steps,
+                         "train_seconds": round(result.train_seconds, 1),
+                         "rays_per_second": round(result.rays_per_second, 1),
+                         "last_batch_psnr": round(result.history[-1]["psnr"], 2) if result.history else None})
+    write_manifest(_manifest(lab), entries)
     return dg.MaterializeResult(metadata={
-        "checkpoint": dg.MetadataValue.path(str(result.checkpoint)),
-        "method": cfg.method, "scene_dir": dg.MetadataValue.path(str(scene_dir)),
-        "resolution": f"{result.resolution[1]}x{result.resolution[0]}",
-        "steps": result.steps, "resumed_from_step": result.start_step,
-        "train_seconds": round(result.train_seconds, 1), "rays_per_second": round(result.rays_per_second, 1),
-        "last_batch_psnr": round(last.get("psnr", float("nan")), 2),
+        "checkpoints": dg.MetadataValue.md(markdown_table(pl.DataFrame(rows), float_digits=2)),
+        "manifest": dg.MetadataValue.path(str(_manifest(lab))),
         "devices": f"canonical {canonical}, deformation {deformation}",
     })
 
 
-class NerfBenchmarkConfig(NerfTrainConfig):
-    checkpoint: str = ""  # empty: what dnerf_checkpoint trained last
-    # Methods trained here from scratch on the same scene, budget and resolution as the
-    # checkpoint, for the side-by-side table.
-    compare_methods: list[str] = ["dnerf"]  # noqa: RUF012 (pydantic copies field defaults)
+class NerfBenchmarkConfig(dg.Config):
+    # Empty: every checkpoint dnerf_checkpoint trained.
+    checkpoints: list[str] = []  # noqa: RUF012
 
 
-@dg.asset(deps=[dnerf_checkpoint], pool="gpu0",
-          description="Test-split PSNR/SSIM of the trained field (and of other methods at the same "
-                      "budget), rendered views and a time-sweep GIF; rows to DuckDB nerf_benchmark.")
-def nerf_benchmark(context: dg.AssetExecutionContext, config: NerfBenchmarkConfig, gpu0: CardResource,
-                   gpu1: CardResource, lab: LabResource) -> dg.MaterializeResult:
-    if config.checkpoint:
-        checkpoint = Path(config.checkpoint)
-    elif _pointer(lab).is_file():
-        checkpoint = Path(json.loads(_pointer(lab).read_text())["checkpoint"])
-    else:
-        raise FileNotFoundError(f"{_pointer(lab)} missing: materialize dnerf_checkpoint first")
-    canonical, deformation = gpu0.resolve(), gpu1.resolve()
-    trained = result_from_checkpoint(checkpoint)
-    _, state = load_checkpoint(checkpoint)
-    trained_cfg = TrainConfig(**state["train_config"])
-    scene_dir = Path(config.scene_dir or state["scene_dir"])
-    out_dir = lab.root() / "nerf"
-    renders = out_dir / "renders" / f"{scene_dir.name}-{trained.method}"
-    runs = [MethodRun(trained, evaluate(checkpoint, renders, scene_dir, canonical, deformation))]
-    for method in config.compare_methods:
-        if method == trained.method:
-            continue
-        if method not in METHODS:
-            raise ValueError(f"compare_methods: {method!r} is not one of {METHODS}")
-        context.log.info(f"training {method} for the side-by-side at {trained_cfg.budget_seconds:.0f} s")
-        runs.append(run_method(scene_dir, out_dir, replace(trained_cfg, method=method), canonical, deformation,
-                               log=context.log.info))
-    baselines = trivial_baselines(scene_dir, trained_cfg.downscale)
-    # The first run is the checkpoint under test; the others are there for comparison.
-    rows = [{**run.row(scene_dir.name, canonical), **baselines, "role": "checkpoint" if i == 0 else "comparison"}
-            for i, run in enumerate(runs)]
+def _checkpoints(config: NerfBenchmarkConfig, lab: LabResource) -> list[Path]:
+    if config.checkpoints:
+        return [Path(c) for c in config.checkpoints]
+    return [Path(entry["checkpoint"]) for entry in read_manifest(_manifest(lab))]
+
+
+def _benchmark(context: dg.AssetExecutionContext, runs: list[MethodRun], device: str, lab: LabResource,
+               role: str) -> dg.MaterializeResult:
+    """Rows of scored runs to DuckDB `nerf_benchmark`, and the metadata that shows them."""
+    rows = [{**run.row(device), "role": role} for run in runs]
     append_rows("nerf_benchmark", rows, run_id=context.run.run_id, db_path=lab.duckdb_path(),
                 required=BENCHMARK_COLUMNS)
-    metadata = {
-        "table": dg.MetadataValue.md(markdown_table(pl.DataFrame(rows), float_digits=3)),
-        "best_psnr": max(r["psnr"] for r in rows),
-        "mean_image_psnr": baselines["mean_image_psnr"],
-    }
+    shown = pl.DataFrame(rows).select(*BENCHMARK_COLUMNS, "mean_image_psnr")
+    metadata = {"table": dg.MetadataValue.md(markdown_table(shown, float_digits=3)),
+                "best_psnr": max(r["psnr"] for r in rows)}
     for run in runs:
-        method = run.trained.method
-        metadata[f"{method}_test_views"] = dg.MetadataValue.md(
-            image_markdown(run.evaluated.montage_png.read_bytes(), f"{method}: ground truth (top) vs render"))
-        metadata[f"{method}_time_sweep"] = dg.MetadataValue.md(
-            image_markdown(run.evaluated.time_sweep_gif.read_bytes(), f"{method}: time sweep", "image/gif"))
-        metadata[f"{method}_renders"] = dg.MetadataValue.path(str(run.evaluated.montage_png.parent))
+        name = f"{run.scene_dir.name}_{run.trained.method}"
+        metadata[f"{name}_test_views"] = dg.MetadataValue.md(image_markdown(
+            run.evaluated.montage_png.read_bytes(), f"{name}: ground truth (top) vs render"))
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset_check(asset=nerf_benchmark, description="The trained checkpoint beats predicting the mean "
-                "training image on the test split: it learnt the scene, not the background. "
-                "Comparison methods are listed, not gated.")
+@dg.asset(deps=[dnerf_checkpoint], pool="gpu0",
+          description="Test-split PSNR/SSIM of every trained checkpoint, with the steps, training "
+                      "seconds and rays/s it took; rows to DuckDB nerf_benchmark.")
+def nerf_benchmark(context: dg.AssetExecutionContext, config: NerfBenchmarkConfig, gpu0: CardResource,
+                   gpu1: CardResource, lab: LabResource) -> dg.MaterializeResult:
+    canonical, deformation = gpu0.resolve(), gpu1.resolve()
+    runs = []
+    for checkpoint in _checkpoints(config, lab):
+        out = lab.root() / "nerf" / "renders" / checkpoint.stem
+        runs.append(score_checkpoint(checkpoint, out, None, canonical, deformation))
+    return _benchmark(context, runs, canonical, lab, "checkpoint")
+
+
+class RenderConfig(dg.Config):
+    frames: int = 24  # orbit frames (t runs 0 -> 1 over them)
+    resolution: int = 0  # orbit width in pixels; 0: the training resolution
+    test_views: int = 4  # rows of the ground truth | prediction | error grid
+
+
+@dg.asset(deps=[dnerf_checkpoint], pool="gpu0",
+          description="Per checkpoint, under renders/<scene>/<method>/: test views beside ground truth "
+                      "and their error, an orbit video while t runs 0 -> 1 (MP4, GIF without ffmpeg) "
+                      "and its disparity.")
+def dnerf_render(context: dg.AssetExecutionContext, config: RenderConfig, gpu0: CardResource,
+                 gpu1: CardResource, lab: LabResource) -> dg.MaterializeResult:
+    canonical, deformation = gpu0.resolve(), gpu1.resolve()
+    metadata: dict = {}
+    for entry in read_manifest(_manifest(lab)):
+        out = lab.root() / "renders" / entry["scene"] / entry["method"]
+        result = render_checkpoint(entry["checkpoint"], out, config.frames, config.resolution, config.test_views,
+                                   canonical, deformation, lab.profile, entry["scene_dir"])
+        name = f"{entry['scene']}_{entry['method']}"
+        context.log.info(f"{name}: {result.frames} frames at {result.resolution[1]}x{result.resolution[0]} "
+                         f"in {result.render_seconds:.1f} s -> {result.orbit_video}")
+        if result.grid_png is not None:
+            metadata[f"{name}_test_grid"] = dg.MetadataValue.md(image_markdown(
+                result.grid_png.read_bytes(), f"{name}: ground truth | prediction | error"))
+        metadata[f"{name}_orbit"] = dg.MetadataValue.md(image_markdown(
+            result.orbit_strip_png.read_bytes(), f"{name}: orbit frames, t from 0 to 1"))
+        metadata[f"{name}_disparity"] = dg.MetadataValue.md(image_markdown(
+            result.depth_strip_png.read_bytes(), f"{name}: disparity along the orbit"))
+        metadata[f"{name}_video"] = dg.MetadataValue.path(str(result.orbit_video))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class HiresConfig(NerfTrainConfig):
+    resolution: int = 128
+    methods: list[str] = ["fast"]  # noqa: RUF012
+    iterations: int = 4000
+
+
+@dg.asset(deps=[bouncing_balls_scene, panda_walk_scene], pool="gpu0", tags={"tier": "full"},
+          description="The fast field trained and scored at 128x128 on both scenes (full tier: "
+                      "several minutes per scene on CPU); rows to nerf_benchmark.")
+def nerf_benchmark_hires(context: dg.AssetExecutionContext, config: HiresConfig, gpu0: CardResource,
+                         gpu1: CardResource, lab: LabResource) -> dg.MaterializeResult:
+    canonical, deformation = gpu0.resolve(), gpu1.resolve()
+    runs = [run_method(scene_dir, lab.root() / "nerf", _train_config(config, lab, scene_dir, method), canonical,
+                       deformation, log=context.log.info)
+            for scene_dir in _scene_dirs(config, lab) for method in config.methods]
+    return _benchmark(context, runs, canonical, lab, "hires")
+
+
+@dg.asset_check(asset=nerf_benchmark, description="Every trained checkpoint beats predicting the mean "
+                "training image on the test split: it learnt the scene, not the background.")
 def nerf_beats_mean_image(lab: LabResource) -> dg.AssetCheckResult:
     rows = latest_run("nerf_benchmark", lab.duckdb_path())
     if rows.is_empty():
         return dg.AssetCheckResult(passed=False, description="nerf_benchmark has no rows")
-    gated = rows.filter(pl.col("role") == "checkpoint")
     return dg.AssetCheckResult(
-        passed=not gated.is_empty() and bool((gated["psnr"] > gated["mean_image_psnr"]).all()),
+        passed=bool((rows["psnr"] > rows["mean_image_psnr"]).all()),
         metadata={"table": dg.MetadataValue.md(markdown_table(
-            rows.select("scene", "method", "role", "psnr", "ssim", "mean_image_psnr", "white_psnr")))},
+            rows.select("scene", "method", "iterations", "psnr", "ssim", "mean_image_psnr", "white_psnr")))},
     )

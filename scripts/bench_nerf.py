@@ -1,8 +1,10 @@
-"""Side-by-side D-NeRF benchmark: `fast` vs `dnerf` at the same wall-clock budget on one or
-more scenes; rows go to the DuckDB table `nerf_benchmark` and a Markdown table to stdout.
+"""Side-by-side D-NeRF benchmark: `fast` vs `dnerf` for fixed steps on one or more scenes;
+rows go to the DuckDB table `nerf_benchmark` and a Markdown table to stdout.
 
 Heavy: run it alone, e.g.
-    flock /tmp/lab-bench.lock .venv/bin/python scripts/bench_nerf.py --budget 300 --resolution 64
+    flock /tmp/lab-bench.lock .venv/bin/python scripts/bench_nerf.py --resolution 64
+(the profile's default steps per method; `--iterations N` for all methods, `--focus 0` for
+uniform ray batches, the importance-sampling ablation).
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from lab_pipelines.nerf.benchmark import (
     BENCHMARK_COLUMNS,
     downscale_for,
     side_by_side,
-    trivial_baselines,
 )
 from lab_pipelines.nerf.panda import write_panda_walk
 from lab_pipelines.nerf.synthetic import write_bouncing_balls
-from lab_pipelines.nerf.train import TrainConfig
+from lab_pipelines.nerf.train import TrainConfig, default_iterations
 from lab_pipelines.paths import data_dir, duckdb_path
 from lab_pipelines.tables import append_rows, markdown_table
 
@@ -48,7 +49,12 @@ def main() -> None:
     parser.add_argument("--scenes", nargs="+", default=["bouncing_balls"],
                         help="bouncing_balls, panda_walk, or a path to a D-NeRF-format folder")
     parser.add_argument("--methods", nargs="+", default=["fast", "dnerf"])
-    parser.add_argument("--budget", type=float, default=300.0, help="training seconds per method")
+    parser.add_argument("--iterations", type=int, default=0,
+                        help="steps per method (0: the profile's default for each method)")
+    parser.add_argument("--budget", type=float, default=0.0, help="optional cap on training seconds (0: none)")
+    parser.add_argument("--focus", type=float, default=0.5,
+                        help="share of each batch drawn by spatio-temporal importance (0: uniform)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--stored-size", type=int, default=128, help="size to render made-here scenes at")
     parser.add_argument("--profile", default="embedded", choices=["embedded", "gpu"])
@@ -61,10 +67,11 @@ def main() -> None:
     for name in args.scenes:
         scene_dir = scene_folder(name, args.stored_size)
         base = TrainConfig(budget_seconds=args.budget, downscale=downscale_for(scene_dir, args.resolution),
-                           profile=args.profile, log_every=200)
-        baselines = trivial_baselines(scene_dir, base.downscale)
-        for run in side_by_side(scene_dir, out_dir, args.methods, base, args.device, on_log=_print_json):
-            row = {**run.row(scene_dir.name, args.device), **baselines, "role": "side_by_side"}
+                           profile=args.profile, focus=args.focus, seed=args.seed, log_every=200)
+        steps = (lambda _: args.iterations) if args.iterations else (lambda m: default_iterations(m, args.profile))
+        for run in side_by_side(scene_dir, out_dir, args.methods, base, args.device, on_log=_print_json,
+                                iterations=steps):
+            row = {**run.row(args.device), "role": "side_by_side"}
             print(json.dumps(row), flush=True)
             rows.append(row)
     append_rows("nerf_benchmark", rows, run_id=run_id, db_path=duckdb_path(), required=BENCHMARK_COLUMNS)

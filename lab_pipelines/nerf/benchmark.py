@@ -1,8 +1,10 @@
-"""Side-by-side benchmark: train each method on one scene at the same wall-clock budget,
-evaluate on the test split, and return `nerf_benchmark` rows (plus the artifacts' paths)."""
+"""Train and score: every (scene, method) trained for its steps, evaluated on the test split,
+as `nerf_benchmark` rows; the manifest that hands checkpoints from training to evaluation and
+rendering."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,24 +14,30 @@ import torch
 from lab_pipelines.nerf.evaluate import EvalResult, evaluate
 from lab_pipelines.nerf.metrics import mean_view_psnr
 from lab_pipelines.nerf.scenes import load_split, native_resolution
-from lab_pipelines.nerf.train import TrainConfig, TrainResult, train
+from lab_pipelines.nerf.train import TrainConfig, TrainResult, result_from_checkpoint, train
+from lab_pipelines.paths import atomic_write_bytes
 from lab_pipelines.progress import LogFn
 
-BENCHMARK_COLUMNS = ("scene", "method", "resolution", "iterations", "train_seconds", "psnr", "ssim")
+BENCHMARK_COLUMNS = ("scene", "method", "resolution", "iterations", "train_seconds", "rays_per_second", "psnr",
+                     "ssim", "split")
 
 
 @dataclass
 class MethodRun:
+    scene_dir: Path
     trained: TrainResult
     evaluated: EvalResult
 
-    def row(self, scene: str, device: str) -> dict:
+    def row(self, device: str) -> dict:
+        """The `nerf_benchmark` row, with the trivial baselines of the same test views."""
         h, w = self.evaluated.resolution
         return {
-            "scene": scene, "method": self.trained.method, "resolution": f"{w}x{h}",
+            "scene": self.scene_dir.name, "method": self.trained.method, "resolution": f"{w}x{h}",
             "iterations": self.trained.steps, "train_seconds": round(self.trained.train_seconds, 1),
-            "psnr": self.evaluated.psnr, "ssim": self.evaluated.ssim,
-            "rays_per_second": round(self.trained.rays_per_second, 1), "device": device,
+            "rays_per_second": round(self.trained.rays_per_second, 1),
+            "psnr": self.evaluated.psnr, "ssim": self.evaluated.ssim, "split": "test",
+            "focus": self.trained.config["focus"], "seed": self.trained.config["seed"], "device": device,
+            **trivial_baselines(self.scene_dir, self.trained.config["downscale"]),
         }
 
 
@@ -52,20 +60,44 @@ def trivial_baselines(scene_dir: str | Path, downscale: int) -> dict[str, float]
     return {"white_psnr": mean_view_psnr(white, test.images), "mean_image_psnr": mean_view_psnr(mean, test.images)}
 
 
+def score_checkpoint(checkpoint: Path, out_dir: Path, scene_dir: Path | None = None, canonical_device: str = "cpu",
+                     deformation_device: str | None = None) -> MethodRun:
+    """A trained checkpoint's bookkeeping and its test-split scores (on `scene_dir`, default
+    the scene it was trained on)."""
+    trained = result_from_checkpoint(checkpoint)
+    scene_dir = Path(scene_dir or trained.scene_dir)
+    evaluated = evaluate(checkpoint, out_dir, scene_dir, canonical_device, deformation_device)
+    return MethodRun(scene_dir, trained, evaluated)
+
+
 def run_method(scene_dir: Path, out_dir: Path, cfg: TrainConfig, canonical_device: str, deformation_device: str,
                on_log: Callable[[dict], None] | None = None, log: LogFn | None = None) -> MethodRun:
     trained = train(scene_dir, out_dir / "checkpoints", cfg, canonical_device, deformation_device, on_log, log)
-    evaluated = evaluate(trained.checkpoint, out_dir / "renders" / f"{scene_dir.name}-{cfg.method}",
-                         scene_dir, canonical_device, deformation_device)
-    return MethodRun(trained, evaluated)
+    return score_checkpoint(trained.checkpoint, out_dir / "renders" / f"{scene_dir.name}-{cfg.method}", scene_dir,
+                            canonical_device, deformation_device)
 
 
 def side_by_side(scene_dir: str | Path, out_dir: str | Path, methods: list[str], base: TrainConfig,
                  canonical_device: str = "cpu", deformation_device: str | None = None,
-                 on_log: Callable[[dict], None] | None = None) -> list[MethodRun]:
-    """Every method in `methods` trained from scratch at `base`'s budget and resolution."""
+                 on_log: Callable[[dict], None] | None = None,
+                 iterations: Callable[[str], int] | None = None) -> list[MethodRun]:
+    """Every method in `methods` trained from scratch at `base`'s settings and resolution, for
+    `iterations(method)` steps (default: `base.iterations`)."""
     return [
-        run_method(Path(scene_dir), Path(out_dir), replace(base, method=m), canonical_device,
-                   deformation_device or canonical_device, on_log)
+        run_method(Path(scene_dir), Path(out_dir),
+                   replace(base, method=m, iterations=iterations(m) if iterations else base.iterations),
+                   canonical_device, deformation_device or canonical_device, on_log)
         for m in methods
     ]
+
+
+def write_manifest(path: Path, entries: list[dict]) -> None:
+    """The checkpoints a training run produced: one {scene, method, checkpoint, scene_dir}
+    each, read by evaluation and rendering."""
+    atomic_write_bytes(path, json.dumps({"checkpoints": entries}, indent=1).encode())
+
+
+def read_manifest(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: materialize dnerf_checkpoint first")
+    return json.loads(path.read_text())["checkpoints"]

@@ -1,6 +1,9 @@
-"""Test-split evaluation of a trained checkpoint: PSNR/SSIM at the training resolution,
-every test view saved as a PNG (ground truth | prediction) and a GIF sweeping time at a
-fixed camera."""
+"""Test-split evaluation of a trained checkpoint: PSNR/SSIM at the training resolution, and
+every test view saved as a PNG (ground truth | prediction) with a montage of the first ones.
+
+`render_views` is the one batched renderer behind evaluation, the render asset and
+`lab render`: the rays of all the views go through the field in fixed-size chunks, with no
+Python loop over rays or pixels."""
 
 from __future__ import annotations
 
@@ -30,40 +33,51 @@ class EvalResult:
     resolution: tuple[int, int]
     views_png: list[Path]
     montage_png: Path
-    time_sweep_gif: Path
     render_seconds: float
 
 
+@dataclass
+class Views:
+    rgb: torch.Tensor  # (N, H, W, 3) in [0, 1]
+    depth: torch.Tensor  # (N, H, W) expected ray distance, 0 where nothing was hit
+    opacity: torch.Tensor  # (N, H, W)
+
+
 @torch.no_grad()
-def render_image(model: DeformableField, c2w: torch.Tensor, t: float, height: int, width: int, focal: float,
-                 train_config: dict, device: str, chunk: int = 8192) -> torch.Tensor:
-    """(H, W, 3) image of the field at time t seen from camera-to-world `c2w`."""
-    origins, dirs = camera_rays(c2w.to(device), height, width, focal)
-    origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-    times = torch.full((origins.shape[0],), float(t), device=device)
+def render_views(model: DeformableField, c2w: torch.Tensor, times: torch.Tensor, height: int, width: int,
+                 focal: float, scene_radius: float, device: str, chunk: int = 8192) -> Views:
+    """Colour, depth and opacity of the field seen from cameras `c2w` (N, 4, 4) at `times` (N,)."""
+    rays = [camera_rays(m.to(device), height, width, focal) for m in c2w]
+    origins = torch.stack([o for o, _ in rays]).reshape(-1, 3)
+    dirs = torch.stack([d for _, d in rays]).reshape(-1, 3)
+    ray_times = times.to(device).float().repeat_interleave(height * width)
     amp = autocast_dtype(device)
-    parts = []
+    rgb, depth, opacity = [], [], []
     for start in range(0, origins.shape[0], chunk):
         s = slice(start, start + chunk)
         with torch.autocast(device.split(":")[0], dtype=amp, enabled=amp is not None):
-            out = render_rays(model, origins[s], dirs[s], times[s], False, train_config["scene_radius"])
-        parts.append(out.rgb.float().clamp(0, 1))
-    return torch.cat(parts).reshape(height, width, 3).cpu()
+            out = render_rays(model, origins[s], dirs[s], ray_times[s], False, scene_radius)
+        rgb.append(out.rgb.float().clamp(0, 1))
+        depth.append(out.depth.float())
+        opacity.append(out.opacity.float())
+    n = c2w.shape[0]
+    return Views(torch.cat(rgb).reshape(n, height, width, 3).cpu(), torch.cat(depth).reshape(n, height, width).cpu(),
+                 torch.cat(opacity).reshape(n, height, width).cpu())
 
 
-def _png(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.numpy() * 255 + 0.5).astype(np.uint8)
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
 def evaluate(checkpoint: str | Path, out_dir: str | Path, scene_dir: str | Path | None = None,
              canonical_device: str = "cpu", deformation_device: str | None = None,
-             gif_frames: int = 24, split_name: str = "test") -> EvalResult:
+             split_name: str = "test") -> EvalResult:
     """Render the split at the checkpoint's training resolution and score it."""
     model, state = load_checkpoint(checkpoint, canonical_device, deformation_device)
     train_config = state["train_config"]
@@ -72,32 +86,20 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, scene_dir: str | Path 
     height, width = split.height, split.width
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    preds = torch.stack([
-        render_image(model, split.c2w[i], float(split.times[i]), height, width, split.focal, train_config,
-                     canonical_device)
-        for i in range(len(split.times))
-    ])
+    preds = render_views(model, split.c2w, split.times, height, width, split.focal, train_config["scene_radius"],
+                         canonical_device).rgb
     seconds = time.perf_counter() - start
     views = []
     for i, name in enumerate(split.names):
         path = out_dir / f"{split_name}_{name}.png"
-        atomic_write_bytes(path, _png(_to_uint8(torch.cat([split.images[i], preds[i]], dim=1))))
+        atomic_write_bytes(path, png_bytes(to_uint8(torch.cat([split.images[i], preds[i]], dim=1))))
         views.append(path)
     # A montage of the first views: ground truth on top, prediction below.
     k = min(6, len(split.names))
     montage = torch.cat([torch.cat(list(split.images[:k]), 1), torch.cat(list(preds[:k]), 1)], 0)
     montage_path = out_dir / "montage.png"
-    atomic_write_bytes(montage_path, _png(_to_uint8(montage)))
-    # Time sweep from the first test camera: motion without camera motion, where ghosting shows.
-    frames = [Image.fromarray(_to_uint8(render_image(model, split.c2w[0], t, height, width, split.focal,
-                                                     train_config, canonical_device)))
-              for t in np.linspace(0.0, 1.0, gif_frames)]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=80, loop=0)
-    gif_path = out_dir / "time_sweep.gif"
-    atomic_write_bytes(gif_path, buffer.getvalue())
+    atomic_write_bytes(montage_path, png_bytes(to_uint8(montage)))
     return EvalResult(
         psnr=mean_view_psnr(preds, split.images), ssim=float(ssim(preds, split.images)), n_views=len(split.names),
-        resolution=(height, width), views_png=views, montage_png=montage_path, time_sweep_gif=gif_path,
-        render_seconds=seconds,
+        resolution=(height, width), views_png=views, montage_png=montage_path, render_seconds=seconds,
     )

@@ -19,6 +19,7 @@ class Rendered:
     rgb: torch.Tensor  # (R, 3)
     weights: torch.Tensor  # (R, S)
     opacity: torch.Tensor  # (R,)
+    depth: torch.Tensor  # (R,) expected distance along the ray, sum of weights x bin midpoints
     n_evaluated: int  # field evaluations spent on these rays
     coarse_rgb: torch.Tensor | None = None
 
@@ -60,35 +61,41 @@ def occupied(field: FastDNeRF, points: torch.Tensor, times: torch.Tensor) -> tor
     return field.occupancy[frame, cell[..., 0], cell[..., 1], cell[..., 2]]
 
 
+def _depth(weights: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    return (weights * midpoints(edges)).sum(-1)
+
+
 def render_fast(field: FastDNeRF, origins: torch.Tensor, dirs: torch.Tensor, times: torch.Tensor,
-                training: bool) -> Rendered:
+                training: bool, generator: torch.Generator | None = None) -> Rendered:
     """Uniform samples inside the bounding sphere, minus those the occupancy grid rules out."""
     near, far = sphere_bounds(origins, dirs, field.bound)
-    edges = uniform_edges(near, far, field.cfg.n_samples, jitter=training)
+    edges = uniform_edges(near, far, field.cfg.n_samples, jitter=training, generator=generator)
     points = origins[:, None] + dirs[:, None] * midpoints(edges)[..., None]
     keep = occupied(field, points, times[:, None].expand(points.shape[:2]))
     keep &= (edges[:, 1:] > edges[:, :-1])  # rays that miss the sphere have empty bins
     sigma, rgb = _query(field, origins, dirs, times, edges, keep)
     colour, weights, opacity = composite(sigma, rgb, edges)
-    return Rendered(colour, weights, opacity, int(keep.sum()))
+    return Rendered(colour, weights, opacity, _depth(weights, edges), int(keep.sum()))
 
 
 def render_dnerf(field: DNeRF, origins: torch.Tensor, dirs: torch.Tensor, times: torch.Tensor,
-                 training: bool, scene_radius: float) -> Rendered:
+                 training: bool, scene_radius: float, generator: torch.Generator | None = None) -> Rendered:
     """The paper's coarse-to-fine scheme: n_coarse stratified samples, then n_fine more drawn
     from the coarse weights; one network answers both passes (as in the D-NeRF code)."""
     near, far = sphere_bounds(origins, dirs, scene_radius)
-    coarse_edges = uniform_edges(near, far, field.cfg.n_coarse, jitter=training)
+    coarse_edges = uniform_edges(near, far, field.cfg.n_coarse, jitter=training, generator=generator)
     coarse_rgb, coarse_weights, _ = composite(*_query(field, origins, dirs, times, coarse_edges), coarse_edges)
-    fine_edges = importance_edges(coarse_edges, coarse_weights, field.cfg.n_fine, jitter=training)
+    fine_edges = importance_edges(coarse_edges, coarse_weights, field.cfg.n_fine, jitter=training,
+                                  generator=generator)
     colour, weights, opacity = composite(*_query(field, origins, dirs, times, fine_edges), fine_edges)
     n_evaluated = origins.shape[0] * (coarse_edges.shape[1] - 1 + fine_edges.shape[1] - 1)
-    return Rendered(colour, weights, opacity, n_evaluated, coarse_rgb=coarse_rgb)
+    return Rendered(colour, weights, opacity, _depth(weights, fine_edges), n_evaluated, coarse_rgb=coarse_rgb)
 
 
 def render_rays(field: DeformableField, origins: torch.Tensor, dirs: torch.Tensor, times: torch.Tensor,
-                training: bool, scene_radius: float) -> Rendered:
+                training: bool, scene_radius: float, generator: torch.Generator | None = None) -> Rendered:
+    """`generator` draws the stratified jitter when training (None: torch's global one)."""
     if isinstance(field, FastDNeRF):
-        return render_fast(field, origins, dirs, times, training)
-    return render_dnerf(field, origins, dirs, times, training, scene_radius)
+        return render_fast(field, origins, dirs, times, training, generator)
+    return render_dnerf(field, origins, dirs, times, training, scene_radius, generator)
 

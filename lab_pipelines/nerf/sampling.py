@@ -24,24 +24,27 @@ def sphere_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float) -> t
     return near, far.clamp(min=near)
 
 
-def uniform_edges(near: torch.Tensor, far: torch.Tensor, n: int, jitter: bool) -> torch.Tensor:
+def uniform_edges(near: torch.Tensor, far: torch.Tensor, n: int, jitter: bool,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """n equal bins between near and far (R, n+1); `jitter` shifts each ray's bins by a random
-    fraction of a bin (stratified sampling) so training sees the whole interval."""
+    fraction of a bin (stratified sampling) so training sees the whole interval. `generator`
+    (on near's device) makes the jitter reproducible whatever else draws random numbers."""
     steps = torch.linspace(0.0, 1.0, n + 1, device=near.device)
     if jitter:
-        offset = (torch.rand(near.shape[0], 1, device=near.device) - 0.5) / n
+        offset = (torch.rand(near.shape[0], 1, device=near.device, generator=generator) - 0.5) / n
         steps = (steps + offset).clamp(0.0, 1.0)
     return near[:, None] + (far - near)[:, None] * steps
 
 
-def importance_edges(edges: torch.Tensor, weights: torch.Tensor, n: int, jitter: bool) -> torch.Tensor:
+def importance_edges(edges: torch.Tensor, weights: torch.Tensor, n: int, jitter: bool,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Hierarchical sampling: draw n points from the piecewise-constant PDF that `weights`
     (R, S) define over `edges` (R, S+1) and merge them with the coarse edges (R, S+1+n)."""
     pdf = (weights.detach() + 1e-5) / (weights.detach() + 1e-5).sum(-1, keepdim=True)
     cdf = F.pad(torch.cumsum(pdf, -1), (1, 0))
     cdf[:, -1] = 1.0
     if jitter:
-        u = torch.rand(edges.shape[0], n, device=edges.device)
+        u = torch.rand(edges.shape[0], n, device=edges.device, generator=generator)
     else:
         u = torch.linspace(0.0, 1.0, n + 2, device=edges.device)[1:-1].expand(edges.shape[0], n)
     idx = torch.searchsorted(cdf, u.contiguous(), right=True).clamp(1, edges.shape[1] - 1)

@@ -182,6 +182,25 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = WORLD_UP) -> n
     return c2w
 
 
+def orbit_cameras(n: int, radius: float, elevation_deg: float) -> np.ndarray:
+    """`n` cameras (n, 4, 4) evenly spaced once around the z axis at one elevation, looking at
+    the origin: the path of an orbit video."""
+    azimuth = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    elevation = np.deg2rad(elevation_deg)
+    eyes = radius * np.stack([np.full(n, np.cos(elevation)) * np.cos(azimuth),
+                              np.full(n, np.cos(elevation)) * np.sin(azimuth), np.full(n, np.sin(elevation))], -1)
+    return np.stack([look_at(eye, np.zeros(3)) for eye in eyes])
+
+
+def camera_orbit(c2w: torch.Tensor) -> tuple[float, float]:
+    """Mean distance to the origin and mean elevation (degrees) of cameras (N, 4, 4): where an
+    orbit through the training viewpoints runs."""
+    eyes = c2w[:, :3, 3].double()
+    radius = eyes.norm(dim=-1)
+    elevation = torch.rad2deg(torch.asin((eyes[:, 2] / radius).clamp(-1.0, 1.0)))
+    return float(radius.mean()), float(elevation.mean())
+
+
 def hemisphere_cameras(n: int, radius: float, rng: np.random.Generator,
                        min_elevation_deg: float = 10.0, max_elevation_deg: float = 70.0) -> np.ndarray:
     """`n` camera-to-world matrices on the upper hemisphere looking at the origin, like the

@@ -1,14 +1,19 @@
-"""One training loop for both models: wall-clock budget, atomic checkpoints, resume.
+"""One training loop for both models: a budget in steps, atomic checkpoints, resume.
 
-The budget counts training seconds across restarts: a run cut short resumes from its last
-checkpoint and spends only what is left. A checkpoint that finished its budget is not
-resumed; the next run with the same name starts afresh.
+The budget is `iterations` (Adam steps), so the same steps and seed give the same field on a
+quiet or a busy machine: ray batches and stratified jitter come from generators seeded by the
+config, and the learning-rate schedule is keyed on the step, never on the clock. Wall time is
+measured and reported, and `budget_seconds` is an optional cap (0: none) that makes a run
+machine dependent when it binds. A run cut short resumes from its last checkpoint (generator
+states included); a checkpoint that finished is not resumed, the next run starts afresh.
 """
 
 from __future__ import annotations
 
 import io
+import pickle
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,24 +25,31 @@ from lab_pipelines.nerf.fields import DeformableField, DNeRF, DNeRFConfig, FastC
 from lab_pipelines.nerf.metrics import psnr
 from lab_pipelines.nerf.render import render_rays
 from lab_pipelines.nerf.sampling import PixelSampler, carve_occupancy, pixel_importance
-from lab_pipelines.nerf.scenes import SceneSplit, camera_rays, load_split
+from lab_pipelines.nerf.scenes import SceneSplit, camera_orbit, camera_rays, load_split
 from lab_pipelines.paths import atomic_write_bytes
 from lab_pipelines.progress import LogFn, Progress
 
 METHODS = ("fast", "dnerf")
+# Bumped whenever a checkpoint written by older code could no longer be loaded or would render
+# differently (fields, sampling or the stored keys changed): 2 = step budgets and seeded generators.
+CHECKPOINT_FORMAT = 2
+
+
+class CheckpointError(ValueError):
+    """A file that is not a D-NeRF checkpoint of this code version (message: one line)."""
 
 
 @dataclass
 class TrainConfig:
     method: str = "fast"
-    budget_seconds: float = 150.0
+    iterations: int = 2000  # the budget: Adam steps
+    budget_seconds: float = 0.0  # optional cap on training seconds (0: none)
     downscale: int = 2
     scene_radius: float = 1.5  # the bounding sphere every ray is clipped to
     profile: str = "embedded"  # 'gpu' takes the paper's sizes
     batch_rays: int = 0  # 0: the method's default
     focus: float = 0.5  # share of each batch drawn from the importance distribution
-    max_steps: int = 0  # 0: only the budget stops training
-    seed: int = 0
+    seed: int = 0  # model initialisation, ray batches and jitter
     log_every: int = 50
     checkpoint_every_seconds: float = 30.0  # 0: at every log line
     # Intra-op threads on CPU. One is the default: on a shared 2-core machine two threads
@@ -69,6 +81,17 @@ def model_config(method: str, profile: str) -> DNeRFConfig | FastConfig:
     raise ValueError(f"Unknown method {method!r}: choose one of {METHODS}.")
 
 
+def default_iterations(method: str, profile: str) -> int:
+    """Steps per method when a run does not name them. Embedded: sized so both scenes x both
+    methods train in about 8 minutes of a 2-core demo (docs/nerf.md has the measured figures);
+    gpu: not measured here, a starting point (the paper trains dnerf 800k steps)."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}: choose one of {METHODS}.")
+    if profile == "gpu":
+        return {"fast": 30_000, "dnerf": 200_000}[method]
+    return {"fast": 2000, "dnerf": 400}[method]
+
+
 def build_model(method: str, cfg: DNeRFConfig | FastConfig, scene_radius: float) -> DeformableField:
     return DNeRF(cfg) if method == "dnerf" else FastDNeRF(cfg, scene_radius)
 
@@ -85,7 +108,7 @@ def _optimizer(model: DeformableField, method: str, profile: str = "gpu") -> tup
         groups = [{"params": model.grid_parameters(), "lr": 2e-2}, {"params": model.mlp_parameters(), "lr": 5e-3}]
     else:
         # The paper's 5e-4 on the gpu profile; the embedded MLPs get only a few hundred steps
-        # in minutes of CPU, so they start at 2e-3 (both decay 10x over the budget).
+        # in minutes of CPU, so they start at 2e-3 (both decay 10x over the steps).
         lr = 5e-4 if profile == "gpu" else 2e-3
         groups = [{"params": list(model.parameters()), "lr": lr}]
     optim = torch.optim.Adam(groups, eps=1e-15 if method == "fast" else 1e-8)
@@ -128,6 +151,8 @@ class TrainResult:
     rays_per_second: float
     resolution: tuple[int, int]
     history: list[dict] = field(default_factory=list)
+    config: dict = field(default_factory=dict)  # the TrainConfig, as stored in the checkpoint
+    scene_dir: Path | None = None  # what it was trained on
 
 
 def checkpoint_path(out_dir: Path, scene_dir: Path, method: str, downscale: int) -> Path:
@@ -140,10 +165,33 @@ def _save(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path, canonical_device: str = "cpu",
-                    deformation_device: str | None = None) -> tuple[DeformableField, dict]:
+def read_checkpoint(path: str | Path, profile: str | None = None) -> dict:
+    """The checkpoint's state, or CheckpointError saying in one line why it is not usable here:
+    missing, not a checkpoint, another code version, or (when `profile` is given) trained
+    under another profile, whose model sizes this code would not build."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as error:
+        raise CheckpointError(f"{path}: not a D-NeRF checkpoint ({type(error).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "method" not in state:
+        raise CheckpointError(f"{path}: not a D-NeRF checkpoint (no model or method inside)")
+    version = state.get("format_version")
+    if version != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: written by another code version (checkpoint format {version}, "
+                              f"this code reads {CHECKPOINT_FORMAT}); retrain it")
+    if profile is not None and state["profile"] != profile:
+        raise CheckpointError(f"{path}: trained under the {state['profile']!r} profile, this is "
+                              f"{profile!r}; set LAB_PROFILE={state['profile']} or retrain")
+    return state
+
+
+def load_checkpoint(path: str | Path, canonical_device: str = "cpu", deformation_device: str | None = None,
+                    profile: str | None = None) -> tuple[DeformableField, dict]:
     """The trained field, placed on its devices, and the checkpoint's bookkeeping."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path, profile)
     cfg_cls = DNeRFConfig if state["method"] == "dnerf" else FastConfig
     cfg = cfg_cls(**state["model_config"])
     model = build_model(state["method"], cfg, state["train_config"]["scene_radius"])
@@ -154,27 +202,36 @@ def load_checkpoint(path: str | Path, canonical_device: str = "cpu",
 
 def result_from_checkpoint(path: str | Path) -> TrainResult:
     """The bookkeeping of a finished (or interrupted) run, read back from its checkpoint."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     return TrainResult(Path(path), state["method"], state["step"], state["step"], state["elapsed"],
-                       state["rays_per_second"], tuple(state["resolution"]), state["history"])
+                       state["rays_per_second"], tuple(state["resolution"]), state["history"],
+                       state["train_config"], Path(state["scene_dir"]))
 
 
 def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonical_device: str = "cpu",
           deformation_device: str | None = None, on_log: Callable[[dict], None] | None = None,
           log: LogFn | None = None) -> TrainResult:
-    """Train `cfg.method` on the scene's train split until the budget (or max_steps) is spent.
+    """Train `cfg.method` on the scene's train split for `cfg.iterations` steps (or until the
+    optional seconds cap).
 
-    `on_log` gets every history record; progress (seconds of budget spent, step, batch PSNR,
-    ETA) goes to `log` as paced lines when given, else to a tqdm bar."""
+    `on_log` gets every history record; progress (step, batch PSNR, ETA) goes to `log` as
+    paced lines when given, else to a tqdm bar."""
+    if cfg.iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {cfg.iterations}")
     deformation_device = deformation_device or canonical_device
     for device in {canonical_device, deformation_device}:
         configure_torch_for(device)
     if canonical_device == "cpu" and cfg.cpu_threads:
+        # Also what makes a CPU run bitwise repeatable: reductions keep one order.
         torch.set_num_threads(cfg.cpu_threads)
     torch.manual_seed(cfg.seed)
+    # Own generators for what is drawn every step, so nothing else in the process that draws
+    # from torch's global one (a library, a test) changes which rays a step sees.
+    pixel_rng = torch.Generator().manual_seed(cfg.seed)
+    jitter_rng = torch.Generator(device=canonical_device).manual_seed(cfg.seed + 1)
     split = load_split(scene_dir, "train", cfg.downscale)
     bank = RayBank.from_split(split, canonical_device)
-    sampler = PixelSampler(pixel_importance(split.images, split.alphas), cfg.focus)
+    sampler = PixelSampler(pixel_importance(split.images, split.alphas), cfg.focus, pixel_rng)
     mcfg = model_config(cfg.method, cfg.profile)
     if isinstance(mcfg, FastConfig):
         mcfg = replace(mcfg, occupancy_frames=len(split.times))
@@ -191,38 +248,46 @@ def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonica
     path = checkpoint_path(Path(out_dir), Path(scene_dir), cfg.method, cfg.downscale)
     step, elapsed, history = 0, 0.0, []
     if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if not state["finished"] and state["model_config"] == asdict(mcfg):
+        try:
+            state = read_checkpoint(path, cfg.profile)
+        except CheckpointError:
+            state = None  # another version's file under this name: train afresh over it
+        if state and not state["finished"] and state["model_config"] == asdict(mcfg) \
+                and state["train_config"] == asdict(cfg):
             model.load_state_dict(state["model"])
             model.place(canonical_device, deformation_device)
             optim.load_state_dict(state["optimizer"])
+            pixel_rng.set_state(state["pixel_rng"])
+            jitter_rng.set_state(state["jitter_rng"].to(jitter_rng.get_state().device))
             step, elapsed, history = state["step"], state["elapsed"], state["history"]
-    start_step = step
+    start_step, start_elapsed = step, elapsed
+    # Where the training cameras sit, so a render needs no scene folder to orbit the object.
+    orbit = dict(zip(("radius", "elevation_deg"), camera_orbit(split.c2w)))
 
     def save(finished: bool) -> None:
-        _save(path, {"rays_per_second": rays_per_second,
+        _save(path, {"format_version": CHECKPOINT_FORMAT, "profile": cfg.profile,
+            "rays_per_second": rays_per_second,
             "method": cfg.method, "model_config": asdict(mcfg), "train_config": asdict(cfg),
             "scene_dir": str(scene_dir), "resolution": (split.height, split.width), "focal": split.focal,
+            "orbit": orbit,
             "model": model.state_dict(), "optimizer": optim.state_dict(),
+            "pixel_rng": pixel_rng.get_state(), "jitter_rng": jitter_rng.get_state().cpu(),
             "step": step, "elapsed": elapsed, "history": history, "finished": finished,
         })
 
     model.train()
     window_rays, window_start, last_save = 0, time.perf_counter(), time.perf_counter()
     rays_per_second = 0.0
-    # The budget is wall-clock, so progress counts its seconds; the step rides in the log label
-    # (a tqdm bar keeps the label it started with).
-    with Progress(int(cfg.budget_seconds), f"training {cfg.method}", log, unit="s") as progress_bar:
-        progress_bar.update(int(elapsed))
-        while elapsed < cfg.budget_seconds and not (cfg.max_steps and step >= cfg.max_steps):
+    with Progress(cfg.iterations, f"training {cfg.method}", log, unit="step") as progress_bar:
+        progress_bar.update(step)
+        while step < cfg.iterations and not (cfg.budget_seconds and elapsed >= cfg.budget_seconds):
             tick = time.perf_counter()
-            # Exponential decay to a tenth over the budget: the schedule follows the clock.
-            progress = min(elapsed / cfg.budget_seconds, 1.0)
+            # Exponential decay to a tenth over the steps.
             for group, lr in zip(optim.param_groups, base_lrs):
-                group["lr"] = lr * 0.1**progress
+                group["lr"] = lr * 0.1 ** (step / cfg.iterations)
             origins, dirs, times, target = bank.batch(sampler.sample(batch))
             with torch.autocast(canonical_device.split(":")[0], dtype=amp, enabled=amp is not None):
-                out = render_rays(model, origins, dirs, times, True, cfg.scene_radius)
+                out = render_rays(model, origins, dirs, times, True, cfg.scene_radius, jitter_rng)
             loss = torch.mean((out.rgb - target) ** 2)
             if out.coarse_rgb is not None:
                 loss = loss + torch.mean((out.coarse_rgb - target) ** 2)
@@ -248,10 +313,11 @@ def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonica
                 progress_bar.desc = f"{cfg.method} step {step}, batch PSNR {record['psnr']:.1f} dB"
                 if on_log:
                     on_log(record)
-            progress_bar.update(int(elapsed) - progress_bar.done)
+            progress_bar.update(1)
         progress_bar.desc = f"{cfg.method} step {step}"
-    if not rays_per_second and elapsed > 0:
-        rays_per_second = (step - start_step) * batch / elapsed
+    if elapsed > start_elapsed:
+        # Over this call's steps: the speed of this machine, as loaded as it was.
+        rays_per_second = (step - start_step) * batch / (elapsed - start_elapsed)
     save(finished=True)
     return TrainResult(path, cfg.method, step, start_step, elapsed, rays_per_second,
-                       (split.height, split.width), history)
+                       (split.height, split.width), history, asdict(cfg), Path(scene_dir))
