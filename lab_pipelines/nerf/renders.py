@@ -155,9 +155,10 @@ def orbit_videos(model: DeformableField, state: dict, video: Path, frames: int, 
 
 
 def strip(frames: np.ndarray, count: int = 6) -> np.ndarray:
-    """`count` frames spread over the sequence, side by side."""
+    """`count` frames spread over the sequence, side by side, upscaled like the grid's cells."""
     picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
-    return np.concatenate(list(frames[picks]), 1)
+    factor = max(1, -(-GRID_CELL // frames.shape[2]))
+    return _upscale(np.concatenate(list(frames[picks]), 1), factor)
 
 
 def render_checkpoint(checkpoint: str | Path, out_dir: str | Path, frames: int = 24, resolution: int = 0,
