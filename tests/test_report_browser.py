@@ -45,7 +45,7 @@ def _data(root: Path) -> Path:
     append_rows("nerf_benchmark", [
         {"scene": "bouncing_balls", "method": "fast", "resolution": "16x16", "iterations": 20,
          "train_seconds": trained.train_seconds, "rays_per_second": trained.rays_per_second, "psnr": 18.0,
-         "ssim": 0.7, "split": "test"}], run_id="run-nerf", db_path=db)
+         "ssim": 0.7, "split": "test", "role": "checkpoint"}], run_id="run-nerf", db_path=db)
     return db
 
 

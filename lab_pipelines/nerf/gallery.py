@@ -8,6 +8,8 @@ import base64
 import html
 from pathlib import Path
 
+import polars as pl
+
 from lab_pipelines.report import Section
 from lab_pipelines.tables import image_markdown, read_table
 
@@ -25,8 +27,11 @@ def _folders(data_root: Path) -> list[Path]:
 
 
 def _scores(db_path: Path) -> dict[tuple[str, str], dict]:
-    """(scene, method) -> the latest nerf_benchmark row for it."""
+    """(scene, method) -> the latest nerf_benchmark row of the checkpoint that was rendered
+    (not of the full tier's 128x128 or a script's side-by-side rows)."""
     rows = read_table("nerf_benchmark", db_path)
+    if "role" in rows.columns:
+        rows = rows.filter(pl.col("role") == "checkpoint")
     if rows.is_empty():
         return {}
     latest = rows.sort("created_at").group_by("scene", "method").last()
