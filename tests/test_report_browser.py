@@ -1,4 +1,5 @@
-"""The HTML report in a real browser: every section is there and every image decodes.
+"""The report tells the truth: in a real browser every section is there and every image
+decodes, and the page and `scripts/show_tables.py` name the machine of each table's run.
 
 A small DuckDB of real rows (written through append_rows, so each names its machine), real
 renders of a briefly trained D-NeRF checkpoint, the report's own render, opened from disk in
@@ -6,6 +7,9 @@ Debian's headless chromium through Playwright (as in test_ui_browser.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ from lab_pipelines.nerf.gallery import report_section
 from lab_pipelines.nerf.renders import render_checkpoint
 from lab_pipelines.nerf.synthetic import write_bouncing_balls
 from lab_pipelines.nerf.train import TrainConfig, train
-from lab_pipelines.paths import atomic_write_bytes
+from lab_pipelines.paths import REPO_ROOT, atomic_write_bytes
 from lab_pipelines.report import load_reports, render
 from lab_pipelines.tables import append_rows
 
@@ -23,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update"]
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason="chromium is not installed (scripts/setup.sh installs it where apt-get can)")
 
@@ -49,6 +53,7 @@ def _data(root: Path) -> Path:
     return db
 
 
+@needs_chromium
 @pytest.mark.timeout(300)
 def test_every_section_and_image_loads_in_chromium(tmp_path):
     from playwright.sync_api import sync_playwright
@@ -85,3 +90,20 @@ def test_every_section_and_image_loads_in_chromium(tmp_path):
     assert "bouncing_balls / fast: 18.00 dB" in text
     assert shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
+
+
+def test_show_tables_names_the_machine_of_every_table(tmp_path):
+    db = tmp_path / "lab.duckdb"
+    for run in ("old", "new"):
+        append_rows("nerf_benchmark", [
+            {"scene": "panda_walk", "method": "fast", "resolution": "64x64", "iterations": 2000,
+             "train_seconds": 100.0, "rays_per_second": 2e4, "psnr": 31.0, "ssim": 0.98, "split": "test"}],
+            run_id=f"run-{run}", db_path=db)
+    append_rows("recsys_benchmark", [
+        {"model": "cmc", "dataset": "ml-100k", "split": "u1", "rmse": 0.9, "recall_at_10": 0.05,
+         "catalog_coverage": 0.2, "train_seconds": 3.0}], run_id="run-recsys", db_path=db)
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "show_tables.py")], capture_output=True,
+                          text=True, timeout=120, check=True, env={**os.environ, "LAB_DATA_DIR": str(tmp_path)})
+    out = done.stdout
+    assert out.count(f"on {machine.describe()}") == 2, out  # one latest-run line per table
+    assert "unknown machine" not in out and "latest run `run-new`" in out
