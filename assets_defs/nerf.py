@@ -99,14 +99,13 @@ def _scene_dirs(config: NerfTrainConfig, lab: LabResource) -> list[Path]:
     return [lab.root() / "scenes" / name for name in MADE_SCENES]
 
 
-def _train_config(config: NerfTrainConfig, lab: LabResource, scene_dir: Path, method: str,
-                  resolution: int | None = None) -> TrainConfig:
+def _train_config(config: NerfTrainConfig, lab: LabResource, scene_dir: Path, method: str) -> TrainConfig:
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose one of {METHODS}")
     return TrainConfig(
         method=method, iterations=config.iterations or default_iterations(method, lab.profile),
         budget_seconds=config.budget_seconds,
-        downscale=downscale_for(scene_dir, config.resolution if resolution is None else resolution),
+        downscale=downscale_for(scene_dir, config.resolution),
         scene_radius=config.scene_radius, profile=lab.profile, focus=config.focus, seed=config.seed,
     )
 
