@@ -19,7 +19,7 @@ from lab_pipelines.elevate.loop import LoopConfig
 from lab_pipelines.paths import REPO_ROOT, atomic_write_bytes
 from lab_pipelines.rag.generate import Generator
 from lab_pipelines.rag.index import embed_texts
-from lab_pipelines.rag.qa import load_qa
+from lab_pipelines.rag.qa import eval_split, load_qa
 from lab_pipelines.rag.rerank import read_index, save_reranker
 from lab_pipelines.rag.search import PaperSearch
 from lab_pipelines.tables import append_rows, markdown_table
@@ -190,6 +190,8 @@ def elevate_benchmark(context: dg.AssetExecutionContext, config: ElevateBenchmar
         pl.lit(config.critic).alias("critic"), pl.lit(models.generator).alias("generator"),
         pl.lit(reader_device).alias("device"), pl.lit(round(wall_s, 1)).alias("wall_s"),
         pl.lit(overall[config.critic]["balanced_accuracy"]).alias("critic_balanced_accuracy"),
+        pl.lit(eval_split(config.qa_file)).alias("split"),
+        pl.lit(eval_split(config.claims_file)).alias("critic_split"),
         *[pl.lit(v).alias(k) for k, v in per_perturbation.items()])
     append_rows(BENCHMARK_TABLE, summary, run_id=context.run.run_id, db_path=lab.duckdb_path(),
                 required=REQUIRED_COLUMNS)

@@ -15,7 +15,7 @@ from lab_pipelines.paths import REPO_ROOT, atomic_write_bytes
 from lab_pipelines.rag import benchmark, rerank
 from lab_pipelines.rag.generate import Generator
 from lab_pipelines.rag.index import embed_texts
-from lab_pipelines.rag.qa import load_qa
+from lab_pipelines.rag.qa import eval_split, load_qa
 from lab_pipelines.rag.search import PaperSearch
 from lab_pipelines.tables import append_rows, image_markdown, markdown_table
 
@@ -137,7 +137,9 @@ def reranker_beats_initialisation(context: dg.AssetCheckExecutionContext,
 
 
 class RagBenchmarkConfig(dg.Config):
-    qa_file: str = "data/eval/rag_qa.jsonl"  # relative paths are from the repository root
+    # Relative paths are from the repository root. The test set by default; the development
+    # set (data/eval/rag_dev.jsonl, where the knobs are chosen) gives rows with split 'dev'.
+    qa_file: str = "data/eval/rag_qa.jsonl"
     max_questions: int = 0  # 0: every question
     naive_k: int = benchmark.BenchmarkConfig.naive_k
     pool_k: int = benchmark.BenchmarkConfig.pool_k
@@ -162,6 +164,7 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
     row per method, every answer in a Parquet file beside the database."""
     qa_path = Path(config.qa_file)
     items = load_qa(qa_path if qa_path.is_absolute() else REPO_ROOT / qa_path)
+    split = eval_split(qa_path)
     if config.max_questions:
         items = items[: config.max_questions]
     device = gpu0.resolve()
@@ -191,7 +194,8 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
         pl.lit(models.generator).alias("generator"), pl.lit(device).alias("device"),
         pl.lit(str(model.dtype).removeprefix("torch.")).alias("dtype"),
         pl.lit(config.compress_to).alias("compress_to"),
-        pl.lit(round(wall_s, 1)).alias("wall_s"), pl.lit(reranker_used).alias("reranker"))
+        pl.lit(round(wall_s, 1)).alias("wall_s"), pl.lit(reranker_used).alias("reranker"),
+        pl.lit(split).alias("split"), pl.lit(qa_path.name).alias("qa_file"))
     append_rows(BENCHMARK_TABLE, summary, run_id=context.run.run_id, db_path=lab.duckdb_path(),
                 required=REQUIRED_COLUMNS)
     answers_path = lab.duckdb_path().parent / "rag_benchmark_answers" / f"{context.run.run_id}.parquet"
@@ -205,4 +209,5 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
         "chart": dg.MetadataValue.md(image_markdown(benchmark.bar_chart_png(summary), "rag benchmark")),
         "answers_parquet": dg.MetadataValue.path(str(answers_path)),
         "reranker": reranker_used,
-        "n_questions": len(items), "wall_s": round(wall_s, 1), "device": device})
+        "n_questions": len(items), "split": split, "wall_s": round(wall_s, 1),
+        "device": device})

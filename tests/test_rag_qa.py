@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 
 from lab_pipelines.paths import REPO_ROOT
-from lab_pipelines.rag.qa import QAFormatError, answer_is_correct, load_qa, normalize_answer
+from lab_pipelines.rag.qa import (
+    Outcome,
+    QAFormatError,
+    UnknownSourceError,
+    answer_is_correct,
+    eval_split,
+    load_qa,
+    normalize_answer,
+    resolve_source,
+    resolve_sources,
+    score,
+)
 
 QA_FILE = REPO_ROOT / "data" / "eval" / "rag_qa.jsonl"
 PAPERS = REPO_ROOT / "data" / "papers"
@@ -164,3 +175,79 @@ def test_verify_fails_on_wrong_leaked_or_missing_answers(tmp_path: Path) -> None
     assert result.returncode == 1
     failing = {line.split(":")[0].removeprefix("FAIL ") for line in result.stderr.splitlines()}
     assert failing == {"wrong", "leak", "short", "nopage", "nofile"}
+
+
+STORED = ["glmnet__relax.pdf", "glmnet__glmnet.pdf", "survival__survival.pdf",
+          "strategyllm.pdf", "quantreg__rq.pdf", "lme4__lmer.pdf"]
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("glmnet__relax.pdf", "glmnet__relax.pdf"),  # the stored name itself
+        ("relax.pdf", "glmnet__relax.pdf"),  # the vignette's own name
+        ("Relax.PDF", "glmnet__relax.pdf"),  # in any case
+        ("StrategyLLM.pdf", "strategyllm.pdf"),
+        ("survival.pdf", "survival__survival.pdf"),
+    ],
+)
+def test_resolve_source_maps_original_names(given: str, stored: str) -> None:
+    assert resolve_source(given, STORED) == stored
+
+
+def test_resolve_source_lists_near_matches_or_the_ambiguity() -> None:
+    with pytest.raises(UnknownSourceError, match=r"'relx\.pdf'.*near matches: glmnet__relax\.pdf"):
+        resolve_source("relx.pdf", STORED)
+    with pytest.raises(UnknownSourceError, match=r"ambiguous.*a__x\.pdf, b__x\.pdf"):
+        resolve_source("x.pdf", ["a__x.pdf", "b__x.pdf"])
+    with pytest.raises(UnknownSourceError, match="no PDF named 'nothing.pdf'"):
+        resolve_source("nothing.pdf", STORED)
+
+
+def test_resolve_sources_names_the_question_and_skips_unanswerable(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "qa.jsonl", [
+        _record(id="h-001", source="relax.pdf", page=2),
+        {"id": "h-002", "question": "Which GPU?", "answerable": False, "type": "name"},
+    ])
+    items = resolve_sources(load_qa(path), STORED)
+    assert [(i.source, i.answerable) for i in items] == [("glmnet__relax.pdf", True), ("", False)]
+    with pytest.raises(UnknownSourceError, match=r"^h-001: no PDF named 'rlax.pdf'.*relax"):
+        resolve_sources(load_qa(_write_jsonl(tmp_path / "bad.jsonl",
+                                             [_record(id="h-001", source="rlax.pdf")])), STORED)
+
+
+def test_unanswerable_questions_score_abstention_as_correct(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "qa.jsonl", [
+        _record(),
+        {"id": "u1", "question": "Which GPU trained the glmnet models?", "answerable": False},
+    ])
+    answerable, unanswerable = load_qa(path)
+    assert score(unanswerable, "I don't know.", True) == Outcome(True, False, False)
+    assert score(unanswerable, "An A100.", False) == Outcome(False, False, True)
+    assert score(answerable, "metformin", False) == Outcome(True, False, False)
+    assert score(answerable, "I don't know.", True) == Outcome(False, True, False)
+    with pytest.raises(QAFormatError, match="takes no 'answers'"):
+        load_qa(_write_jsonl(tmp_path / "bad.jsonl", [
+            {"id": "u1", "question": "Q?", "answerable": False, "answers": ["x"]}]))
+
+
+def test_eval_split_reads_the_file_name() -> None:
+    assert eval_split("data/eval/rag_dev.jsonl") == "dev"
+    assert eval_split("claims_dev.jsonl") == "dev"
+    assert eval_split("data/eval/rag_qa.jsonl") == "test"
+    assert eval_split("devices.jsonl") == "test"  # the word, not the letters
+
+
+def test_verify_accepts_original_pdf_names(tmp_path: Path) -> None:
+    _require_papers({SMALL_PDF})
+    original = SMALL_PDF.split("__")[1]
+    qa = _write_jsonl(tmp_path / "qa.jsonl", [
+        _record(id="ok", question="How many unique age intervals?", answers=["eight"],
+                source=original),
+        _record(id="typo", answers=["eight"], source="tidetimes.pdf"),
+    ])
+    result = _run_verify(qa, PAPERS)
+    assert result.returncode == 1
+    assert "FAIL typo: no PDF named 'tidetimes.pdf'" in result.stderr
+    assert SMALL_PDF in result.stderr  # the near match is listed
+    assert "FAIL ok" not in result.stderr

@@ -23,9 +23,10 @@ from lab_pipelines.elevate.judge import Judge
 from lab_pipelines.elevate.loop import LoopConfig, draft_answer, refine
 from lab_pipelines.progress import LogFn, track
 from lab_pipelines.rag.answer import rerank
+from lab_pipelines.rag.benchmark import NOT_IN_LIBRARY, with_stored_sources
 from lab_pipelines.rag.generate import ABSTAIN, Generator, is_abstention
 from lab_pipelines.rag.grounding import ground_answer
-from lab_pipelines.rag.qa import QAItem, answer_is_correct
+from lab_pipelines.rag.qa import QAItem, score
 from lab_pipelines.rag.rerank import Reranker
 from lab_pipelines.rag.search import PaperSearch
 
@@ -44,14 +45,15 @@ def _method_row(method: str, item: QAItem, text: str, claims: list[str], latency
                 rounds: int, judge: Judge, gold_page: list[str], seen: dict[str, str],
                 corrections: Sequence[str] = ()) -> dict:
     verdicts = [seen.setdefault(c, judge.judge(c, item, gold_page)) for c in claims]
-    correct = answer_is_correct(text, item.answers)
-    abstained = is_abstention(text) and not correct
+    outcome = score(item, text, is_abstention(text))
     return {"method": method, "id": item.id, "question": item.question,
-            "gold": " | ".join(item.answers), "answer": text, "n_claims": len(claims),
+            "answerable": item.answerable, "gold": " | ".join(item.answers) or NOT_IN_LIBRARY,
+            "answer": text, "n_claims": len(claims),
             "n_correct": verdicts.count("correct"),
             "n_hallucinated": verdicts.count("hallucinated"),
-            "n_neutral": verdicts.count("neutral"), "correct": correct, "abstained": abstained,
-            "hallucinated": not correct and not abstained, "rounds": rounds,
+            "n_neutral": verdicts.count("neutral"), "correct": outcome.correct,
+            "abstained": outcome.abstained, "hallucinated": outcome.hallucinated,
+            "rounds": rounds,
             "corrections": "\n".join(corrections), "latency_s": latency_s}
 
 
@@ -66,6 +68,7 @@ def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSe
     """One row per (question, method)."""
     if not items:
         raise ValueError("No questions to run.")
+    items = with_stored_sources(items, search)
     # Untimed, so lazy initialisation (kernels, the FTS reader) is not billed to question 1.
     draft_answer(items[0].question, ["warm-up"], generator, 4)
     rows = []

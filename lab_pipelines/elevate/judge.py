@@ -38,6 +38,8 @@ class Judge:
         return bool(texts) and check_grounding(claim, texts, self.min_word_share).grounded
 
     def gold_page(self, item: QAItem) -> list[str]:
+        if not item.answerable:
+            return []
         return [p.text for p in self.search.on_page(item.source, item.page)]
 
     def judge(self, claim: str, item: QAItem, gold_page: Sequence[str]) -> Judgement:

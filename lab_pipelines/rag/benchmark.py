@@ -1,8 +1,9 @@
-"""Run the gold QA set through vanilla, naive, advanced RAG and the oracle reader, and score
-every answer.
+"""Run a QA set (the test set `rag_qa.jsonl` or the development set `rag_dev.jsonl`) through
+vanilla, naive, advanced RAG and the oracle reader, and score every answer.
 
 Per question: the answer, whether it is correct (a normalised gold answer occurs in it as
-whole tokens, `qa.answer_is_correct`), whether the model abstained, hallucinated (neither),
+whole tokens, `qa.answer_is_correct`; on a question the library cannot answer, declining),
+whether the model abstained, hallucinated (neither),
 whether the grounding check withheld it (and whether the withheld answer was right), where the
 gold page ranked, and how long retrieval, prefill and decode took. Per method: the
 `rag_benchmark` row (DESIGN columns plus retrieval latency, recall before re-ranking and the
@@ -33,12 +34,19 @@ from lab_pipelines.rag.answer import (
 )
 from lab_pipelines.rag.compress import EmbedFn
 from lab_pipelines.rag.generate import Generator
-from lab_pipelines.rag.qa import QAItem, answer_is_correct, contains_answer
+from lab_pipelines.rag.qa import (
+    QAItem,
+    answer_is_correct,
+    contains_answer,
+    resolve_sources,
+    score,
+)
 from lab_pipelines.rag.rerank import Reranker
 from lab_pipelines.rag.search import PaperSearch, Passage
 
 METHODS = ("vanilla", "naive", "advanced", "oracle")
 RECALL_K = 5
+NOT_IN_LIBRARY = "(not in the library)"
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,24 @@ def gold_rank(item: QAItem, passages: Sequence[Passage]) -> int | None:
     return None
 
 
+def library_files(search: PaperSearch) -> list[str]:
+    """The file names the index holds, the names a QA file's sources are mapped to."""
+    column = search.table.search().select(["file_name"]).limit(10_000_000).to_arrow()
+    return sorted(set(column["file_name"].to_pylist()))
+
+
+def with_stored_sources(items: Sequence[QAItem], search: PaperSearch) -> list[QAItem]:
+    """`items` with each source as the library stores it (`qa.resolve_source`): a user's QA
+    file may name `relax.pdf` for the stored `glmnet__relax.pdf`."""
+    return resolve_sources(items, library_files(search))
+
+
 def oracle_passage(item: QAItem, search: PaperSearch) -> Passage | None:
-    """The gold page's chunk that holds a gold answer (the page's first chunk if none does)."""
+    """The gold page's chunk that holds a gold answer (the page's first chunk if none does).
+    A question the library cannot answer has no gold page: the reader gets the passage
+    hybrid search ranks first, the nearest thing to an answer there is, and must decline."""
+    if not item.answerable:
+        return next(iter(search.hybrid(item.question, 1)), None)
     chunks = search.on_page(item.source, item.page)
     holding = [c for c in chunks if any(contains_answer(c.text, a) for a in item.answers)]
     return (holding or chunks or [None])[0]
@@ -97,16 +121,17 @@ def _answer(method: str, item: QAItem, generator: Generator, search: PaperSearch
 
 def _row(method: str, item: QAItem, ans: Answer) -> dict:
     retrieved = method not in ("vanilla", "oracle")
-    correct = answer_is_correct(ans.text, item.answers)
+    outcome = score(item, ans.text, ans.abstained)
     rank = gold_rank(item, ans.ranked) if retrieved else None
     rank_before = gold_rank(item, ans.pool) if ans.pool else rank
     stats = ans.stats
     return {
-        "method": method, "id": item.id, "question": item.question,
-        "gold": " | ".join(item.answers), "source": item.source, "page": item.page,
+        "method": method, "id": item.id, "question": item.question, "type": item.type,
+        "answerable": item.answerable, "gold": " | ".join(item.answers) or NOT_IN_LIBRARY,
+        "source": item.source, "page": item.page,
         "answer": ans.text, "raw_answer": ans.raw_text, "citations": "; ".join(ans.citations),
-        "correct": correct, "abstained": ans.abstained and not correct,
-        "hallucinated": not correct and not ans.abstained,
+        "correct": outcome.correct, "abstained": outcome.abstained,
+        "hallucinated": outcome.hallucinated,
         "withheld": ans.withheld,
         "withheld_correct": ans.withheld and answer_is_correct(ans.raw_text, item.answers),
         "gold_rank": rank, "gold_rank_before_rerank": rank_before,
@@ -130,6 +155,8 @@ def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSe
     unknown = set(config.methods) - set(METHODS)
     if unknown:
         raise ValueError(f"Unknown methods {sorted(unknown)}; choose from {METHODS}.")
+    if search is not None:
+        items = with_stored_sources(items, search)
     # One untimed pass so lazy initialisation (kernels, FTS reader) is not billed to question 1.
     for method in config.methods:
         _answer(method, items[0], generator, search, reranker, config, embed)
@@ -144,14 +171,20 @@ def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSe
                                                 "confidence": pl.Float64})
 
 
-def _recall(ranks: pl.Series) -> float:
-    return float(((ranks <= RECALL_K).fill_null(False)).mean())
+def _recall(part: pl.DataFrame, column: str) -> float | None:
+    """Share of answerable questions whose gold page is in the top RECALL_K (an unanswerable
+    one has no gold page to find)."""
+    if "answerable" in part.columns:
+        part = part.filter(pl.col("answerable"))
+    ranks = part[column]
+    return float(((ranks <= RECALL_K).fill_null(False)).mean()) if len(ranks) else None
 
 
 def summarize(per_question: pl.DataFrame) -> pl.DataFrame:
-    """The `rag_benchmark` rows, one per method, in METHODS order."""
+    """The `rag_benchmark` rows, one per method, in the order they ran (METHODS, then a peer
+    such as `langchain_default` whose rows come after)."""
     rows = []
-    for method in [m for m in METHODS if m in set(per_question["method"])]:
+    for method in per_question["method"].unique(maintain_order=True):
         part = per_question.filter(pl.col("method") == method)
         latency = part["latency_s"].to_numpy()
         retrieved = method not in ("vanilla", "oracle")
@@ -164,20 +197,30 @@ def summarize(per_question: pl.DataFrame) -> pl.DataFrame:
             "abstention_rate": float(part["abstained"].mean()),
             "latency_p50_s": float(np.percentile(latency, 50)),
             "latency_p95_s": float(np.percentile(latency, 95)),
-            "retrieval_recall_at_5": _recall(part["gold_rank"]) if retrieved else None,
-            "recall_at_5_before_rerank": (_recall(part["gold_rank_before_rerank"])
+            "retrieval_recall_at_5": _recall(part, "gold_rank") if retrieved else None,
+            "recall_at_5_before_rerank": (_recall(part, "gold_rank_before_rerank")
                                           if retrieved else None),
             "retrieval_p50_ms": float(np.percentile(retrieval, 50) * 1000) if retrieved else None,
             "retrieval_p95_ms": float(np.percentile(retrieval, 95) * 1000) if retrieved else None,
             "withheld_rate": float(part["withheld"].mean()),
             "withheld_correct": int(part["withheld_correct"].sum()),
+            **_unanswerable(part),
             **_reader_rates(part),
         })
     return pl.DataFrame(rows, schema_overrides={
         "retrieval_recall_at_5": pl.Float64, "recall_at_5_before_rerank": pl.Float64,
         "retrieval_p50_ms": pl.Float64, "retrieval_p95_ms": pl.Float64,
-        "prompt_tokens_p50": pl.Float64, "prefill_tokens_per_s": pl.Float64,
-        "decode_tokens_per_s": pl.Float64})
+        "unanswerable_declined": pl.Float64, "prompt_tokens_p50": pl.Float64,
+        "prefill_tokens_per_s": pl.Float64, "decode_tokens_per_s": pl.Float64})
+
+
+def _unanswerable(part: pl.DataFrame) -> dict[str, float | int | None]:
+    """How many questions had no answer in the library, and the share of those declined."""
+    if "answerable" not in part.columns:
+        return {"n_unanswerable": 0, "unanswerable_declined": None}
+    none = part.filter(~pl.col("answerable"))
+    return {"n_unanswerable": none.height,
+            "unanswerable_declined": float(none["correct"].mean()) if none.height else None}
 
 
 def _reader_rates(part: pl.DataFrame) -> dict[str, float | None]:
