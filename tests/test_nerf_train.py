@@ -58,7 +58,7 @@ def test_embedded_dnerf_learns_a_moving_scene_past_the_mean_image(tmp_path):
     baselines = trivial_baselines(scene, cfg.downscale)
     assert result.steps == 200
     assert scores.psnr > baselines["mean_image_psnr"] + 2.5, (scores.psnr, baselines)
-    assert scores.ssim > 0.6
+    assert scores.ssim > baselines["mean_image_ssim"] + 0.3, (scores.ssim, baselines)
 
 
 class PowerCut(Exception):

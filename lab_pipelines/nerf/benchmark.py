@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from lab_pipelines.nerf.evaluate import EvalResult, evaluate
-from lab_pipelines.nerf.metrics import mean_view_psnr
+from lab_pipelines.nerf.metrics import mean_view_psnr, ssim
 from lab_pipelines.nerf.scenes import load_split, native_resolution
 from lab_pipelines.nerf.train import TrainConfig, TrainResult, result_from_checkpoint, train
 from lab_pipelines.paths import atomic_write_bytes
@@ -52,12 +52,13 @@ def downscale_for(scene_dir: str | Path, resolution: int) -> int:
 
 
 def trivial_baselines(scene_dir: str | Path, downscale: int) -> dict[str, float]:
-    """Test PSNR of predicting all white, and of predicting the mean training image: any
-    model worth its training time must beat both."""
+    """Test PSNR of predicting all white, and PSNR and SSIM of predicting the mean training
+    image: any model worth its training time must beat both."""
     test, train_split = load_split(scene_dir, "test", downscale), load_split(scene_dir, "train", downscale)
     white = torch.ones_like(test.images)
     mean = train_split.images.mean(0, keepdim=True).expand_as(test.images)
-    return {"white_psnr": mean_view_psnr(white, test.images), "mean_image_psnr": mean_view_psnr(mean, test.images)}
+    return {"white_psnr": mean_view_psnr(white, test.images), "mean_image_psnr": mean_view_psnr(mean, test.images),
+            "mean_image_ssim": float(ssim(mean, test.images))}
 
 
 def score_checkpoint(checkpoint: Path, out_dir: Path, scene_dir: Path | None = None, canonical_device: str = "cpu",
