@@ -10,6 +10,9 @@ from collections import Counter
 
 import pytest
 
+from lab_pipelines.elevate.claimset import load_claims
+from lab_pipelines.elevate.critic import quoted
+from lab_pipelines.elevate.perturb import PERTURBATIONS
 from lab_pipelines.paths import REPO_ROOT
 from lab_pipelines.rag.qa import load_qa, normalize_answer
 
@@ -51,3 +54,21 @@ def test_dev_qa_set_verifies_against_the_corpus() -> None:
                             timeout=600)
     assert result.returncode == 0, result.stderr
     assert f"{len(DEV)} questions over {len(sources)} PDFs; 0 problems" in result.stdout
+
+
+CLAIMS_DEV, CLAIMS_TEST = load_claims(EVAL / "claims_dev.jsonl"), load_claims(EVAL / "claims.jsonl")
+
+
+def test_dev_claims_reword_and_keep_apart_from_the_test_claims() -> None:
+    assert len(CLAIMS_DEV) >= 250
+    assert not {c.source for c in CLAIMS_DEV} & {c.source for c in CLAIMS_TEST}
+    assert not {normalize_answer(c.claim) for c in CLAIMS_DEV} & {
+        normalize_answer(c.claim) for c in CLAIMS_TEST}
+    supported = [c for c in CLAIMS_DEV if c.label == "supported"]
+    assert 0.4 <= len(supported) / len(CLAIMS_DEV) <= 0.6
+    # Every supported claim is a rewording, never a span copied from its evidence.
+    assert not [c.claim for c in supported if quoted(c.claim, [c.evidence])]
+    assert {c.rewording for c in supported} == {"voice", "synonyms", "reorder", "number_words",
+                                                "merge"}
+    contradicted = Counter(c.perturbation for c in CLAIMS_DEV if c.label == "contradicted")
+    assert set(contradicted) <= set(PERTURBATIONS) and min(contradicted.values()) >= 10

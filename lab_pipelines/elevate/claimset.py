@@ -35,6 +35,9 @@ class ClaimCase:
     label: str
     perturbation: str  # verbatim | paraphrase | one of PERTURBATIONS | unrelated
     source: str = ""  # the paper the evidence comes from
+    # claims_dev.jsonl: how the claim rewords its evidence (voice, synonyms, reorder,
+    # number_words, merge); empty in the test set, whose claims are verbatim or lightly edited
+    rewording: str = ""
 
 
 def load_claims(path: Path | str) -> list[ClaimCase]:
