@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets_defs import elevate, nerf, rag, rag_answer, recsys, reports, runs, schedules
+from assets_defs import elevate, library, nerf, rag, rag_answer, recsys, reports, runs, schedules
 from assets_defs.resources import profile_name, resources_for
 
 DOMAINS = {
-    "rag": [rag, rag_answer],
+    "rag": [rag, rag_answer, library],
     "elevate": [elevate],
     "recsys": [recsys],
     "nerf": [nerf],
