@@ -12,7 +12,7 @@ from pydantic import Field
 from assets_defs.resources import CardResource, LabResource, ModelRegistry
 from lab_pipelines import models as model_registry
 from lab_pipelines.paths import REPO_ROOT, atomic_write_bytes
-from lab_pipelines.rag import benchmark, rerank
+from lab_pipelines.rag import benchmark, langchain_peer, rerank
 from lab_pipelines.rag.generate import Generator
 from lab_pipelines.rag.index import embed_texts
 from lab_pipelines.rag.qa import eval_split, load_qa
@@ -154,6 +154,7 @@ class RagBenchmarkConfig(dg.Config):
     max_new_tokens: int = 32
     dtype: str = "auto"  # the reader's weights: auto (bf16 where native), float32, bfloat16
     methods: list[str] = Field(default_factory=lambda: list(benchmark.METHODS))
+    peer: bool = True  # also the langchain_default row: the LangChain tutorial's recipe
 
 
 @dg.asset(pool="gpu0", deps=["generator_model", "reranker_model", "chunk_embeddings"])
@@ -188,6 +189,11 @@ def rag_benchmark(context: dg.AssetExecutionContext, config: RagBenchmarkConfig,
     per_question = benchmark.run_questions(items, generator, search, reranker, settings,
                                            log=context.log.info,
                                            embed=lambda texts: embed_texts(embedder, texts))
+    if config.peer:  # same questions, reader and judge (lab_pipelines/rag/langchain_peer.py)
+        peer = langchain_peer.run_on_library(benchmark.with_stored_sources(items, search),
+                                             generator, embedder, models.embedder,
+                                             lab.root() / "rag", log=context.log.info)
+        per_question = pl.concat([per_question, peer], how="diagonal_relaxed")
     wall_s = time.perf_counter() - started
     summary = benchmark.summarize(per_question).with_columns(
         pl.lit(config.prompt_format).alias("prompt_format"),

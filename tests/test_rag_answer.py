@@ -300,7 +300,7 @@ def test_rag_benchmark_asset_writes_rows_and_answers(library, tiny_lm_dir, monke
             "reranker_model": {"config": {"n_queries": 60, "n_layers": 1, "max_length": 128}},
             "rag_benchmark": {"config": {"qa_file": str(qa_file), "max_new_tokens": 8,
                                          "pool_k": 6, "prompt_format": "completion",
-                                         "compress_to": 4}},
+                                         "compress_to": 4, "peer": False}},
         }},
     )
     assert result.success
