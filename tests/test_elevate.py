@@ -120,6 +120,26 @@ def test_critic_accepts_a_reworded_claim_that_swaps_no_roles():
                          "1760.", [history]).verified
 
 
+def test_rules_read_numbers_in_words_and_do_not_take_a_fronted_clause_for_a_name():
+    evidence = ("Cox models for start-stop data Since version 4.1 glmnet can fit models where "
+                "the response is a (start, stop] time interval. The families that can be fit "
+                "efficiently this way are the penalized Gaussian, binomial, and Poisson GLMs, "
+                "along with a few other special cases: the Cox model. A GLM consists of 3 parts.")
+    critic = Critic()
+    for faithful in (("Starting with version four point one, glmnet is able to fit models "
+                      "whose response is a (start, stop] time interval."),
+                     ("Besides the Cox model, the families glmnet fits efficiently are the "
+                      "penalized Gaussian, binomial and Poisson GLMs."),
+                     "A GLM consists of three parts."):
+        verdict = critic.verify(faithful, [evidence])
+        assert verdict.verified, (faithful, verdict.reason)
+    for wrong in (("Starting with version three point one, glmnet is able to fit models "
+                   "whose response is a (start, stop] time interval."),
+                  "A GLM consists of four parts."):
+        verdict = critic.verify(wrong, [evidence])
+        assert verdict.label == "contradicted" and "number" in verdict.reason, verdict
+
+
 def test_rule_critic_meets_its_bar_on_the_claim_set():
     cases = load_claims(CLAIMS_FILE)
     overall, per = evaluate_critic(Critic().verify, cases)

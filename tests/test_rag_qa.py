@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from lab_pipelines.paths import REPO_ROOT
@@ -251,3 +252,34 @@ def test_verify_accepts_original_pdf_names(tmp_path: Path) -> None:
     assert "FAIL typo: no PDF named 'tidetimes.pdf'" in result.stderr
     assert SMALL_PDF in result.stderr  # the near match is listed
     assert "FAIL ok" not in result.stderr
+
+
+def test_recheck_applies_the_answer_checks_to_recorded_answers(tmp_path: Path) -> None:
+    from lab_pipelines.rag.answer import AnswerChecks
+    from lab_pipelines.rag.benchmark import recheck
+
+    items = load_qa(_write_jsonl(tmp_path / "qa.jsonl", [
+        _record(id="a", question="Which drug was given to the patients?"),
+        {"id": "u", "question": "Which GPU trained the model?", "answerable": False},
+    ]))
+    shown = ["The patients were given metformin daily.", "Nothing about hardware here."]
+    base = {"question": "", "gold": "", "source": "", "page": 1, "citations": "",
+            "correct": False, "abstained": False, "hallucinated": False, "withheld": False,
+            "withheld_correct": False, "shown": shown}
+    frame = pl.DataFrame([
+        {**base, "method": "advanced", "id": "a", "raw_answer": "metformin", "answer": "metformin",
+         "confidence": -0.1},
+        {**base, "method": "advanced", "id": "u", "raw_answer": "A100", "answer": "A100",
+         "confidence": -0.1},
+        {**base, "method": "oracle", "id": "a", "raw_answer": "metformin", "answer": "metformin",
+         "confidence": -0.9},
+        {**base, "method": "naive", "id": "u", "raw_answer": "A100", "answer": "A100",
+         "confidence": -0.9},
+    ])
+    rows = recheck(frame, items, AnswerChecks(min_confidence=-0.5)).to_dicts()
+    # Backed and confident: shown. Not in the passages: withheld, the right call on "u".
+    assert [(r["answer"], r["correct"], r["withheld"]) for r in rows[:2]] == [
+        ("metformin", True, False), ("I don't know", True, True)]
+    # Below the confidence gate: withheld though right; naive answers are never checked.
+    assert rows[2]["withheld"] and rows[2]["withheld_correct"] and not rows[2]["correct"]
+    assert rows[3]["hallucinated"] and not rows[3]["withheld"]

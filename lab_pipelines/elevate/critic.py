@@ -95,12 +95,21 @@ def _units(text: str) -> set[tuple[str, str]]:
             for m in UNIT.finditer(text)}
 
 
+# Words a rewording opens a sentence with that are no names: a participle or adverb fronted
+# by a reordered clause ("Generalizing the tools ...", "Published in 1996 was ..."), or a
+# preposition ("Besides the Cox model, ...").
+_OPENER = re.compile(r"(ing|ed|ly)$|^(besides|unlike|contrary|despite|starting|beyond|like|"
+                     r"apart|except|compared|whereas|although|though|once|whether|either)$",
+                     re.IGNORECASE)
+
+
 def _claim_names(claim: str) -> list[str]:
     """Names in the claim, counting a capitalised first word: readers open sentences with the
-    subject ("Hinton proposed ..."). A common word there passes the check anyway, since the
-    check is on stems the evidence holds in any case."""
+    subject ("Hinton proposed ..."), unless it is a fronted participle, adverb or
+    preposition (`_OPENER`), which a reworded claim often opens with."""
     first = re.match(r"\s*([A-Z][a-zA-Z]{2,})\b", claim)
-    extra = [first.group(1)] if first and first.group(1).lower() not in STOPWORDS else []
+    extra = ([first.group(1)] if first and first.group(1).lower() not in STOPWORDS
+             and not _OPENER.search(first.group(1)) else [])
     return list(dict.fromkeys(extra + names_in(claim)))
 
 

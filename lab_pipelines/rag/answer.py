@@ -39,6 +39,7 @@ class Answer:
     ranked: tuple[Passage, ...] = ()  # final retrieval ranking (at least the top 5 when asked)
     pool: tuple[Passage, ...] = ()  # advanced only: the fused pool before re-ranking
     prompt_passages: int = 0
+    shown: tuple[str, ...] = ()  # the passage texts the reader read (after compression)
     citations: tuple[str, ...] = ()
     retrieval_s: float = 0.0  # retrieval + re-ranking + compression
     generation_s: float = 0.0
@@ -95,7 +96,7 @@ def read_answer(generator: Generator, question: str, passages: list[str] | None,
     stats = replace(generator.last, confidence=confidence)
     return Answer(text=text, abstained=is_abstention(text), raw_text=raw, withheld=withheld,
                   stats=stats, generation_s=seconds, prompt_passages=len(passages or ()),
-                  **fields)
+                  shown=tuple(passages or ()), **fields)
 
 
 def answer_vanilla(question: str, generator: Generator) -> Answer:

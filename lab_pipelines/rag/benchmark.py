@@ -33,7 +33,7 @@ from lab_pipelines.rag.answer import (
     answer_vanilla,
 )
 from lab_pipelines.rag.compress import EmbedFn
-from lab_pipelines.rag.generate import Generator
+from lab_pipelines.rag.generate import ABSTAIN, Generator, is_abstention
 from lab_pipelines.rag.qa import (
     QAItem,
     answer_is_correct,
@@ -45,6 +45,7 @@ from lab_pipelines.rag.rerank import Reranker
 from lab_pipelines.rag.search import PaperSearch, Passage
 
 METHODS = ("vanilla", "naive", "advanced", "oracle")
+CHECKED = ("advanced", "oracle")  # the methods whose answers go through AnswerChecks
 RECALL_K = 5
 NOT_IN_LIBRARY = "(not in the library)"
 
@@ -142,6 +143,7 @@ def _row(method: str, item: QAItem, ans: Answer) -> dict:
         "prefill_s": stats.prefill_s if stats else None,
         "decode_s": stats.decode_s if stats else None,
         "confidence": stats.confidence if stats else None,
+        "shown": list(ans.shown),
     }
 
 
@@ -168,7 +170,29 @@ def run_questions(items: Sequence[QAItem], generator: Generator, search: PaperSe
                                                 "retrieval_s": pl.Float64,
                                                 "prompt_tokens": pl.Int64, "new_tokens": pl.Int64,
                                                 "prefill_s": pl.Float64, "decode_s": pl.Float64,
-                                                "confidence": pl.Float64})
+                                                "confidence": pl.Float64,
+                                                "shown": pl.List(pl.String)})
+
+
+def recheck(per_question: pl.DataFrame, items: Sequence[QAItem],
+            checks: AnswerChecks) -> pl.DataFrame:
+    """The per-question frame as if the answers had gone through `checks`: the reader's raw
+    answers and the passages it read are recorded, so a sweep of the thresholds needs no new
+    generation (the reading kept does not depend on the checks). Run with `grounded=False`
+    to record answers nothing withheld."""
+    by_id = {item.id: item for item in items}
+    rows = []
+    for row in per_question.iter_rows(named=True):
+        item, raw = by_id[row["id"]], row["raw_answer"]
+        withheld = row["method"] in CHECKED and checks.withhold(
+            item.question, raw, row["confidence"], row["shown"])
+        text = ABSTAIN if withheld else raw
+        outcome = score(item, text, is_abstention(text))
+        rows.append({**row, "answer": text, "correct": outcome.correct,
+                     "abstained": outcome.abstained, "hallucinated": outcome.hallucinated,
+                     "withheld": withheld,
+                     "withheld_correct": withheld and answer_is_correct(raw, item.answers)})
+    return pl.DataFrame(rows, schema=per_question.schema)
 
 
 def _recall(part: pl.DataFrame, column: str) -> float | None:

@@ -44,6 +44,62 @@ def _normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
+# Numbers written in words: a faithful rewording says "twelve hours" or "four point one" for
+# "12 hours" and "4.1", and the checks must read both as the same number.
+_UNITS = {w: i for i, w in enumerate((
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+    "nineteen"))}
+_TENS = {w: 10 * (i + 2) for i, w in enumerate((
+    "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"))}
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6,
+             "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10, "twelfth": 12,
+             "twentieth": 20, "thirtieth": 30, "fortieth": 40, "fiftieth": 50,
+             "sixtieth": 60, "seventieth": 70, "eightieth": 80, "ninetieth": 90,
+             "hundredth": 100}
+_SCALES = {"hundred": 100, "thousand": 1000}
+_NUMBER_WORD = "|".join(sorted([*_UNITS, *_TENS, *_SCALES], key=len, reverse=True))
+_SPELLED = re.compile(
+    rf"\b(?:twice|(?:{_NUMBER_WORD})(?:[- ](?:{_NUMBER_WORD}))*"
+    rf"(?: point(?: (?:{'|'.join(_UNITS)}))+| and a half)?"
+    rf"|(?:(?:{'|'.join(_TENS)})-)?(?:{'|'.join(_ORDINALS)}))\b")
+
+
+def _spelled_value(words: str) -> str | None:
+    """The digits of a number written in words; None for a bare "one" (a pronoun as often
+    as a number: "one could require ...") and for ordinals that are not counts ("second")."""
+    if words == "twice":
+        return "2"
+    if words in ("one", "first", "second"):
+        return None
+    whole, _, rest = words.partition(" point ")
+    half = whole.endswith(" and a half")
+    whole = whole.removesuffix(" and a half")
+    total = current = 0
+    for word in re.split(r"[- ]", whole):
+        word = {k: str(v) for k, v in _ORDINALS.items()}.get(word, word)
+        if word.isdigit():
+            current += int(word)
+        elif word in _UNITS:
+            current += _UNITS[word]
+        elif word in _TENS:
+            current += _TENS[word]
+        else:
+            current = max(current, 1) * _SCALES[word]
+            if word == "thousand":
+                total, current = total + current, 0
+    value = str(total + current)
+    if rest:
+        value += "." + "".join(str(_UNITS[w]) for w in rest.split())
+    elif half:
+        value += ".5"
+    return value
+
+
+def _spelled_numbers(text: str) -> set[str]:
+    return {v for m in _SPELLED.finditer(text) if (v := _spelled_value(m.group(0)))}
+
+
 def _canonical_number(raw: str) -> str:
     """'37,000' and '37000' are one number; '0.50' and '0.5' too; '4.5' keeps its point."""
     if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", raw):
@@ -55,8 +111,10 @@ def _canonical_number(raw: str) -> str:
 
 
 def numbers(text: str) -> set[str]:
-    """The numbers in `text`, canonicalised, including those glued to letters (P100, 3e-4)."""
-    return {_canonical_number(m) for m in _NUMBER.findall(_normalise(text))}
+    """The numbers in `text`, canonicalised, including those glued to letters (P100, 3e-4)
+    and those written in words ("four point one" is 4.1)."""
+    text = _normalise(text)
+    return {_canonical_number(m) for m in _NUMBER.findall(text)} | _spelled_numbers(text)
 
 
 def stem(word: str) -> str:
@@ -69,7 +127,8 @@ def stem(word: str) -> str:
 
 def content_words(text: str) -> set[str]:
     """Stems of the words that carry meaning: no stopwords, nothing shorter than 3 letters."""
-    words = _WORD.findall(_normalise(text))
+    # A number in words is a number, checked as one, not a content word that must recur.
+    words = _WORD.findall(_SPELLED.sub(" ", _normalise(text)))
     return {stem(w) for w in words if len(w) >= 3 and w not in STOPWORDS}
 
 
