@@ -286,8 +286,10 @@ def _seed_of(split: data.RatingSplit) -> int:
 
 
 def _write_cold_start(context: dg.AssetExecutionContext, lab: LabResource, rows: list[dict],
-                      name: str) -> dg.MaterializeResult:
+                      name: str, choices: dict) -> dg.MaterializeResult:
     frame = pl.DataFrame(rows, infer_schema_length=None)
+    # Every fold-in candidate's validation figures, per dataset and seed.
+    _write_json(lab.root() / "recsys" / f"{name}_fold_in.json", choices)
     append_rows("recsys_cold_start", frame, run_id=context.run.run_id, db_path=lab.duckdb_path(),
                 required=COLD_START_COLUMNS, replace_matching=("dataset", "protocol", "seed"))
     plots = {}
@@ -299,6 +301,8 @@ def _write_cold_start(context: dg.AssetExecutionContext, lab: LabResource, rows:
         plots[f"plot_{dataset}"] = dg.MetadataValue.md(image_markdown(png, f"cold start {dataset}"))
     return dg.MaterializeResult(metadata={
         "rows_written": frame.height, **plots,
+        "fold_in_choices": dg.MetadataValue.path(str(lab.root() / "recsys" /
+                                                     f"{name}_fold_in.json")),
         "table": dg.MetadataValue.md(markdown_table(summary_table(frame), float_digits=4))})
 
 
@@ -324,11 +328,13 @@ def recsys_cold_start(context: dg.AssetExecutionContext, config: ColdStartConfig
     rows = bucket_rows(split, {"bias": BiasBaseline().fit(split),
                                "svd_tuned": SurpriseSVD(SVD_TUNED).fit(split),
                                "cmc": load_checkpoint(Path(trained["checkpoint"]))}, _seed_of(split))
+    choices = {}
     for seed in config.seeds:
         run = run_cold_start(split.dataset, seed, CMCConfig(**trained["config"]), SVD_TUNED,
                              gpu0.resolve(), config.ks, ratings, log=context.log.info)
         rows += run.rows
-    return _write_cold_start(context, lab, rows, "cold_start")
+        choices[f"{split.dataset}/seed{seed}"] = run.choices
+    return _write_cold_start(context, lab, rows, "cold_start", choices)
 
 
 # The full benchmark: ML-1M, seed spread, cost scaling, torchrun. Too long for `make demo`
@@ -406,7 +412,7 @@ def recsys_cold_start_seeds(context: dg.AssetExecutionContext, config: ColdStart
                             gpu0: CardResource, lab: LabResource) -> dg.MaterializeResult:
     seeded = json.loads((lab.root() / "recsys" / "seed_benchmark.json").read_text())
     cfg = replace(CMCConfig(), max_epochs=config.max_epochs, max_minutes=config.max_minutes)
-    rows = []
+    rows, choices = [], {}
     for dataset in config.datasets:
         ratings = data.packaged_ratings(dataset)
         for seed in config.seeds:
@@ -418,9 +424,11 @@ def recsys_cold_start_seeds(context: dg.AssetExecutionContext, config: ColdStart
             rows += bucket_rows(split, {
                 "bias": BiasBaseline().fit(split), "svd_tuned": SurpriseSVD(svd).fit(split),
                 "cmc": load_checkpoint(lab.root() / "recsys" / key / "cmc.pt")}, seed)
-            rows += run_cold_start(dataset, seed, cfg, svd, gpu0.resolve(), config.ks,
-                                   ratings, log=context.log.info).rows
-    return _write_cold_start(context, lab, rows, "cold_start_seeds")
+            run = run_cold_start(dataset, seed, cfg, svd, gpu0.resolve(), config.ks, ratings,
+                                 log=context.log.info)
+            rows += run.rows
+            choices[f"{dataset}/seed{seed}"] = run.choices
+    return _write_cold_start(context, lab, rows, "cold_start_seeds", choices)
 
 
 class CostScalingConfig(dg.Config):

@@ -10,8 +10,9 @@ import pytest
 
 from lab_pipelines.recsys.baselines import BiasBaseline, SurpriseSVD, SVDParams
 from lab_pipelines.recsys.cmc import CMCConfig
-from lab_pipelines.recsys.cold_start import (BUCKETS, KS, bucket_rows, cold_start_rows,
-                                             cold_user_split, plot_png, summary_table)
+from lab_pipelines.recsys.cold_start import (BUCKETS, FOLD_IN_GRIDS, KS, bucket_rows,
+                                             choose_fold_in, cold_start_rows, cold_user_split,
+                                             plot_png, summary_table)
 from lab_pipelines.recsys.data import random_split
 from lab_pipelines.recsys.metrics import rmse
 from lab_pipelines.recsys.synthetic import synthetic_ratings
@@ -41,7 +42,13 @@ def models(cold):
 
 def test_held_out_users_never_appear_in_training(ratings, cold):
     held_out = set(cold.cold.get_column("user").to_list())
-    assert len(held_out) == round(0.1 * ratings.get_column("user_id").n_unique())
+    # 10% of the users for test, another 10% for choosing fold-in knobs, none in both.
+    by_part = cold.cold.group_by("part").agg(pl.col("user").unique())
+    test_users, val_users = (set(by_part.filter(pl.col("part") == p).get_column("user")[0])
+                             for p in ("test", "val"))
+    assert len(test_users) == len(val_users) == round(0.1 * ratings.get_column("user_id")
+                                                      .n_unique())
+    assert test_users | val_users == held_out and not test_users & val_users
     for part in ("train", "val", "test"):
         assert held_out.isdisjoint(getattr(cold.split, part).get_column("user").to_list())
     # Every rating of a held-out user is in `cold`, once; the rest are the warm split's.
@@ -92,7 +99,7 @@ def test_cold_start_rows_score_held_out_users_better_with_more_ratings(cold, mod
     rows = pl.DataFrame(cold_start_rows(cold, models))
     assert rows.height == len(KS) * 3
     assert set(rows.get_column("protocol")) == {"cold_users"}
-    assert rows.get_column("split").unique().to_list() == ["coldusers10_seed0/heldout_users"]
+    assert rows.get_column("split").unique().to_list() == ["coldusers10_seed0/test_users"]
     assert rows.get_column("n_users").unique().to_list() == [20]
     for model in models:
         mine = rows.filter(pl.col("model") == model).sort("k")
@@ -109,3 +116,14 @@ def test_bucket_rows_partition_the_test_users():
     assert rows.get_column("n_users").sum() == len(np.unique(split.arrays("test")[0]))
     filled = rows.filter(pl.col("n_users") > 0)
     assert filled.height >= 2 and filled.get_column("rmse").is_not_null().all()
+
+
+def test_fold_in_knobs_are_chosen_on_the_validation_users(cold, models):
+    chosen, table = choose_fold_in(cold, "cmc", models["cmc"], FOLD_IN_GRIDS["cmc"])
+    assert len(table) == len(FOLD_IN_GRIDS["cmc"])
+    assert chosen.knobs == min(table, key=lambda r: r["val_rmse"])["knobs"]
+    # Each candidate's figure is its RMSE over the validation users, who are not test users.
+    val_rows = cold_start_rows(cold, {"cmc": chosen}, part="val")
+    assert np.mean([r["rmse"] for r in val_rows]) == pytest.approx(
+        min(r["val_rmse"] for r in table))
+    assert set(cold.target(part="val")[0]).isdisjoint(cold.target()[0])

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -34,19 +34,21 @@ class _Predictor:
         scores = self.mu + self.bu[users, None] + self.bi[None, :] + self.pu[users] @ self.qi.T
         return torch.from_numpy(scores)
 
-    def folded(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> _Predictor:
+    def folded(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+               **knobs: float) -> _Predictor:
         """This model with the biases and factors of `users` refitted from the given ratings
-        alone, every item's parameters fixed (a new user without retraining)."""
+        alone, every item's parameters fixed (a new user without retraining); `knobs` override
+        the fit's own regularisation (see each model's `_fold_user`)."""
         out = copy.copy(self)
         out.bu, out.pu = self.bu.copy(), self.pu.copy()
         rows, local = np.unique(np.asarray(users), return_inverse=True)
         bu, pu = self._fold_user(local, len(rows), np.asarray(items),
-                                 np.asarray(ratings, dtype=np.float64))
+                                 np.asarray(ratings, dtype=np.float64), **knobs)
         out.bu[rows], out.pu[rows] = bu, pu
         return out
 
-    def _fold_user(self, local: np.ndarray, n: int, items: np.ndarray, ratings: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def _fold_user(self, local: np.ndarray, n: int, items: np.ndarray, ratings: np.ndarray,
+                   **knobs: float) -> tuple[np.ndarray, np.ndarray]:
         """Bias and factors of n users from their ratings (`local`: which user, 0..n-1)."""
         raise NotImplementedError
 
@@ -73,12 +75,13 @@ class BiasBaseline(_Predictor):
         self.scale = (float(ratings.min()), float(ratings.max()))
         return self
 
-    def _fold_user(self, local: np.ndarray, n: int, items: np.ndarray, ratings: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def _fold_user(self, local: np.ndarray, n: int, items: np.ndarray, ratings: np.ndarray,
+                   reg_user: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         # The item means stay; the user's offset is the fit's own step: the mean residual
         # shrunk toward 0 by reg_user pseudo-ratings.
+        reg = self.reg_user if reg_user is None else reg_user
         resid = np.bincount(local, ratings - self.mu - self.bi[items], n)
-        return resid / (self.reg_user + np.bincount(local, minlength=n)), np.zeros((n, 0))
+        return resid / (reg + np.bincount(local, minlength=n)), np.zeros((n, 0))
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,14 @@ class SurpriseSVD(_Predictor):
         self.bi[known_i], self.qi[known_i] = algo.bi[inner_i], algo.qi[inner_i]
         return self
 
-    def _fold_user(self, local: np.ndarray, n: int, items: np.ndarray, ratings: np.ndarray
+    def _fold_user(self, local: np.ndarray, n: int, items: np.ndarray, ratings: np.ndarray,
+                   n_epochs: int | None = None, reg_all: float | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-        """surprise's own SGD (same learning rate, regularisation and epochs, ratings in the
-        order given) on the user's bias and vector only, from zero rather than surprise's
-        random start so a fold-in is deterministic."""
-        p = self.params
+        """surprise's own SGD (its learning rate, and its regularisation and epochs unless
+        given, ratings in the order given) on the user's bias and vector only, from zero
+        rather than surprise's random start so a fold-in is deterministic."""
+        p = replace(self.params, **{k: v for k, v in (("n_epochs", n_epochs),
+                                                      ("reg_all", reg_all)) if v is not None})
         bu, pu = np.zeros(n), np.zeros((n, self.qi.shape[1]))
         # The j-th rating of every user at once: users are independent once items are fixed.
         order = np.argsort(local, kind="stable")

@@ -61,19 +61,23 @@ class FoldInModel(RatingModel, Protocol):
 @dataclass
 class ColdStartSplit:
     """A split whose train, validation and test hold only the warm users' ratings; the cold
-    users are indexed (so every model has a row for them) but never seen in training."""
+    users are indexed (so every model has a row for them) but never seen in training. Two
+    disjoint sets of them: `test` users are scored, `val` users are what a fold-in's knobs may
+    be chosen on."""
 
     split: RatingSplit
-    cold: pl.DataFrame  # user, item, rating, order (position in the user's seeded draw)
+    cold: pl.DataFrame  # user, item, rating, part (test|val), order (in the user's draw)
     seed: int
 
-    def given(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The first k ratings of every cold user: what a model may fold in."""
-        return _arrays(self.cold.filter(pl.col("order") < k))
+    def given(self, k: int, part: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The first k ratings of every cold user of `part`: what a model may fold in."""
+        return _arrays(self.cold.filter((pl.col("part") == part) & (pl.col("order") < k)))
 
-    def target(self, ks: Sequence[int] = KS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def target(self, ks: Sequence[int] = KS, part: str = "test"
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ratings scored at every k: each cold user's ratings past the largest k."""
-        return _arrays(self.cold.filter(pl.col("order") >= max(ks)))
+        return _arrays(self.cold.filter((pl.col("part") == part)
+                                        & (pl.col("order") >= max(ks))))
 
 
 def _arrays(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,20 +86,27 @@ def _arrays(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def cold_user_split(ratings: pl.DataFrame, dataset: str, seed: int = 0,
-                    user_fraction: float = 0.1, test_fraction: float = 0.2,
-                    val_fraction: float = 0.05) -> ColdStartSplit:
-    """Hold out a seeded `user_fraction` of the users; split the rest's ratings as the
-    ordinary protocol does (random test share, validation carved from train)."""
+                    user_fraction: float = 0.1, val_user_fraction: float = 0.1,
+                    test_fraction: float = 0.2, val_fraction: float = 0.05) -> ColdStartSplit:
+    """Hold out a seeded `user_fraction` of the users for test and another
+    `val_user_fraction` for validation; split the rest's ratings as the ordinary protocol
+    does (random test share, validation carved from train)."""
     users = ratings.get_column("user_id").unique().sort()
-    cold_ids = users.filter(pl.Series(_shuffle_mask(len(users), user_fraction, seed + 2)))
-    is_cold = pl.col("user_id").is_in(cold_ids.implode())
-    warm, cold = ratings.filter(~is_cold), ratings.filter(is_cold)
+    order = np.random.default_rng(seed + 2).permutation(len(users))
+    n_test, n_val = round(user_fraction * len(users)), round(val_user_fraction * len(users))
+    part = np.full(len(users), "", dtype=object)
+    part[order[:n_test]], part[order[n_test:n_test + n_val]] = "test", "val"
+    parts = pl.DataFrame({"user_id": users, "part": pl.Series(part.tolist(), dtype=pl.Utf8)})
+    tagged = ratings.join(parts, on="user_id", how="left", maintain_order="left")
+    warm, cold = tagged.filter(pl.col("part") == "").drop("part"), tagged.filter(
+        pl.col("part") != "")
     test = _shuffle_mask(warm.height, test_fraction, seed)
     # The cold ratings go in with test only so that their users and items get an index.
-    split = _index(warm.filter(~test), pl.concat([warm.filter(test), cold]), val_fraction, seed,
-                   dataset, f"coldusers{round(100 * user_fraction)}_seed{seed}")
+    split = _index(warm.filter(~test), pl.concat([warm.filter(test), cold.drop("part")]),
+                   val_fraction, seed, dataset,
+                   f"coldusers{round(100 * user_fraction)}_seed{seed}")
     n_warm_test = int(test.sum())
-    cold_ix = split.test.slice(n_warm_test)
+    cold_ix = split.test.slice(n_warm_test).with_columns(cold.get_column("part"))
     split.test = split.test.head(n_warm_test)
     # One random order per user: given(k) is its first k, so draws nest across k.
     rng = np.random.default_rng(seed + 3)
@@ -143,22 +154,70 @@ def group_metrics(model: RatingModel, users: np.ndarray, seen: tuple[np.ndarray,
 
 
 def cold_start_rows(cs: ColdStartSplit, models: Mapping[str, FoldInModel],
-                    ks: Sequence[int] = KS) -> list[dict]:
-    """One `cold_users` row per model and k."""
+                    ks: Sequence[int] = KS, part: str = "test") -> list[dict]:
+    """One `cold_users` row per model and k, on the held-out users of `part`."""
     split = cs.split
     head = head_items(split.arrays("train")[1], split.n_items)
-    target = cs.target(ks)
+    target = cs.target(ks, part)
     users = np.unique(target[0])
     rows = []
     for k in ks:
-        given = cs.given(k)
+        given = cs.given(k, part)
         for name, model in models.items():
             got = group_metrics(model.folded(*given), users, given[:2], target, split.n_items,
                                 head)
             rows.append({"model": name, "dataset": split.dataset, "seed": cs.seed,
                          "protocol": "cold_users", "k": k, "bucket": "all",
-                         "split": f"{split.split}/heldout_users", **got})
+                         "split": f"{split.split}/{part}_users", **got})
     return rows
+
+
+class WithKnobs:
+    """A fold-in model whose `folded` always gets these knobs."""
+
+    def __init__(self, model: FoldInModel, knobs: Mapping[str, float]):
+        self.model, self.knobs = model, dict(knobs)
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.model.predict(users, items)
+
+    def score_users(self, users: np.ndarray) -> torch.Tensor:
+        return self.model.score_users(users)
+
+    def folded(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> RatingModel:
+        return self.model.folded(users, items, ratings, **self.knobs)
+
+
+# The fold-in knobs each model chooses among on the validation users (never on test): the
+# bias baseline's shrinkage, SVD's SGD epochs and regularisation, and for CMC the user-side
+# degree power and Adam steps on the new embedding with their pull toward the encoder's
+# (`CMCPredictor.folded`). The first of each grid is the model's own training setting.
+FOLD_IN_GRIDS: dict[str, tuple[dict[str, float], ...]] = {
+    "bias": ({}, {"reg_user": 5.0}, {"reg_user": 30.0}),
+    "svd_tuned": ({}, *({"n_epochs": e, "reg_all": r} for e in (10, 20, 40)
+                        for r in (0.08, 0.5, 2.0))),
+    "cmc": ({}, {"user_norm": 0.25}, *({"user_norm": n, "steps": 30, "anchor": a}
+                                       for n in (0.5, 0.25) for a in (1.0, 3.0, 10.0))),
+}
+
+
+def choose_fold_in(cs: ColdStartSplit, name: str, model: FoldInModel,
+                   grid: Sequence[Mapping[str, float]], ks: Sequence[int] = KS
+                   ) -> tuple[WithKnobs, list[dict]]:
+    """The knobs with the lowest RMSE averaged over every k on the validation users, and each
+    candidate's validation rows."""
+    table = []
+    for knobs in grid:
+        rows = cold_start_rows(cs, {name: WithKnobs(model, knobs)}, ks, part="val")
+        table.append({"fold_in": _label(knobs), "knobs": dict(knobs),
+                      "val_rmse": float(np.mean([r["rmse"] for r in rows])),
+                      "val_recall_at_10": float(np.mean([r["recall_at_10"] for r in rows]))})
+    best = min(table, key=lambda r: r["val_rmse"])
+    return WithKnobs(model, best["knobs"]), table
+
+
+def _label(knobs: Mapping[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in knobs.items()) or "as trained"
 
 
 def bucket_rows(split: RatingSplit, models: Mapping[str, RatingModel], seed: int) -> list[dict]:
@@ -184,10 +243,11 @@ def bucket_rows(split: RatingSplit, models: Mapping[str, RatingModel], seed: int
 
 @dataclass
 class ColdStartRun:
-    rows: list[dict]
+    rows: list[dict]  # test users, every model at its validation-chosen fold-in knobs
     seconds: dict[str, float]  # training time per model
     cmc_val_rmse: float
     svd: SVDParams
+    choices: dict[str, list[dict]]  # per model: every fold-in candidate's validation figures
 
 
 def run_cold_start(dataset: str, seed: int, cmc: CMCConfig | None = None,
@@ -213,9 +273,17 @@ def run_cold_start(dataset: str, seed: int, cmc: CMCConfig | None = None,
         seconds[name] = time.perf_counter() - start
     predictor, result = models["cmc"]
     models["cmc"] = predictor
-    log(f"{dataset} seed {seed}: {cs.cold.get_column('user').n_unique()} held-out users; "
-        f"trained in {', '.join(f'{m} {s:.0f} s' for m, s in seconds.items())}")
-    return ColdStartRun(cold_start_rows(cs, models, ks), seconds, result.best_val_rmse, svd)
+    log(f"{dataset} seed {seed}: {cs.cold.get_column('user').n_unique()} held-out users "
+        f"(half test, half validation); trained in "
+        f"{', '.join(f'{m} {s:.0f} s' for m, s in seconds.items())}")
+    chosen, choices = {}, {}
+    for name, model in models.items():
+        chosen[name], choices[name] = choose_fold_in(cs, name, model, FOLD_IN_GRIDS[name], ks)
+        log(f"{name}: fold-in {_label(chosen[name].knobs)} chosen on validation users")
+    rows = [{**r, "fold_in": _label(chosen[r["model"]].knobs),
+             "val_rmse": min(c["val_rmse"] for c in choices[r["model"]])}
+            for r in cold_start_rows(cs, chosen, ks)]
+    return ColdStartRun(rows, seconds, result.best_val_rmse, svd, choices)
 
 
 def spread(rows: pl.DataFrame) -> pl.DataFrame:
