@@ -138,6 +138,12 @@ def test_rules_read_numbers_in_words_and_do_not_take_a_fronted_clause_for_a_name
                   "A GLM consists of four parts."):
         verdict = critic.verify(wrong, [evidence])
         assert verdict.label == "contradicted" and "number" in verdict.reason, verdict
+    powell = "The Powell estimator performs quite well under both configurations."
+    assert critic.verify("Under both configurations the Powell estimator does well.",
+                         [powell]).verified
+    opposite = critic.verify("The Powell estimator performs poorly under both configurations.",
+                             [powell])
+    assert opposite.label == "contradicted" and "'poorly'" in opposite.reason
 
 
 def test_rule_critic_meets_its_bar_on_the_claim_set():
