@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from lab_pipelines.recsys.baselines import BiasBaseline, SurpriseSVD, SVDParams
 from lab_pipelines.recsys.cmc import CMCConfig
@@ -79,6 +80,13 @@ def test_cmc_fold_in_of_a_trained_user_gives_the_trained_prediction(cold, models
     stranger = cmc.folded(users, items, ratings).predict(test_u, test_i)
     assert np.abs(stranger - cmc.predict(test_u, test_i)).mean() < 0.05
     assert rmse(stranger, test_r) < rmse(cmc.predict(test_u, test_i), test_r) + 0.02
+    # Centred, a newcomer's evidence moves it from the mean trained user rather than from a
+    # user with no edges: the same step, another starting point.
+    one = (np.array([split.n_users]), items[:1], ratings[:1])
+    mean = cmc.z_user[np.unique(users)].mean(0)
+    empty = cmc.model.user_dense(torch.zeros(1, SMALL.dim))[0].detach()
+    np.testing.assert_allclose(cmc.folded(*one, centre=True).z_user[-1] - mean,
+                               cmc.folded(*one).z_user[-1] - empty, atol=1e-5)
 
 
 def test_baseline_fold_ins_recover_the_trained_user(cold, models):
@@ -119,8 +127,9 @@ def test_bucket_rows_partition_the_test_users():
 
 
 def test_fold_in_knobs_are_chosen_on_the_validation_users(cold, models):
-    chosen, table = choose_fold_in(cold, "cmc", models["cmc"], FOLD_IN_GRIDS["cmc"])
-    assert len(table) == len(FOLD_IN_GRIDS["cmc"])
+    grid = FOLD_IN_GRIDS["cmc"][:3]  # as trained, centred, centred with degree power 1/4
+    chosen, table = choose_fold_in(cold, "cmc", models["cmc"], grid)
+    assert len(table) == len(grid)
     assert chosen.knobs == min(table, key=lambda r: r["val_rmse"])["knobs"]
     # Each candidate's figure is its RMSE over the validation users, who are not test users.
     val_rows = cold_start_rows(cold, {"cmc": chosen}, part="val")

@@ -15,7 +15,7 @@ from lab_pipelines.recsys.recommend import (Recommendation, Recommender, Recomme
 HELP = "top films for a MovieLens user (--user ID) or for films you like (--likes TITLES)"
 
 # What trains each dataset's checkpoint: the demo's chain, or the full tier's seed runs.
-TRAINS = {"ml-100k": "movielens_ratings cmc_model", "ml-1m": "recsys_seed_benchmark"}
+TRAINS = {"ml-100k": "movielens_ratings,cmc_model", "ml-1m": "recsys_seed_benchmark"}
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:

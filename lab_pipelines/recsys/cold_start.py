@@ -191,15 +191,17 @@ class WithKnobs:
 
 
 # The fold-in knobs each model chooses among on the validation users (never on test): the
-# bias baseline's shrinkage, SVD's SGD epochs and regularisation, and for CMC the user-side
-# degree power and Adam steps on the new embedding with their pull toward the encoder's
-# (`CMCPredictor.folded`). The first of each grid is the model's own training setting.
+# bias baseline's shrinkage, SVD's SGD epochs and regularisation, and for CMC centring on the
+# mean trained user, the user-side degree power and Adam steps on the new embedding with
+# their pull toward the encoder's (`CMCPredictor.folded`). The first of each grid is the
+# model's own training setting.
 FOLD_IN_GRIDS: dict[str, tuple[dict[str, float], ...]] = {
     "bias": ({}, {"reg_user": 5.0}, {"reg_user": 30.0}),
     "svd_tuned": ({}, *({"n_epochs": e, "reg_all": r} for e in (10, 20, 40)
                         for r in (0.08, 0.5, 2.0))),
-    "cmc": ({}, {"user_norm": 0.25}, *({"user_norm": n, "steps": 30, "anchor": a}
-                                       for n in (0.5, 0.25) for a in (3.0, 10.0, 30.0))),
+    "cmc": ({}, {"centre": True}, {"centre": True, "user_norm": 0.25},
+            *({"centre": True, "user_norm": n, "steps": 30, "anchor": a}
+              for n in (0.5, 0.25) for a in (3.0, 10.0, 30.0))),
 }
 
 
