@@ -70,9 +70,10 @@ def test_likes_fold_in_a_new_user_from_titles(data_root, monkeypatch, capsys):
     liked, recs = rec.for_likes(["Toy Story", "Fargo", "Heat"], 5)
     assert {rec.item_ids[i] for i in liked}.isdisjoint(r.item_id for r in recs)
     # A title with a comma of its own survives the comma-separated list.
-    known = {"the usual suspects", "fargo"}
+    known = {"usual suspects", "fargo"}
     assert split_titles("Usual Suspects, The, Fargo", known) == ["Usual Suspects, The", "Fargo"]
-    assert rec.title(rec.match("The Usual Suspects")) == "Usual Suspects, The (1995)"
+    for typed in ("The Usual Suspects", "usual suspects (1995)", "Usual Suspects, The"):
+        assert rec.title(rec.match(typed)) == "Usual Suspects, The (1995)"
 
 
 def test_an_unknown_title_lists_near_matches(data_root, monkeypatch, capsys):

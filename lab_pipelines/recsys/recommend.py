@@ -23,6 +23,12 @@ from lab_pipelines.recsys.data import id_index, packaged_ratings, packaged_title
 from lab_pipelines.recsys.train import load_checkpoint
 
 
+# How a new user is folded in: the knobs the ML-100K seed-0 cold start chose on its
+# validation users (docs/recsys.md, "Cold start"): centred on the mean trained user, degree
+# power 1/4, 30 Adam steps on the embedding pulled toward the encoder's with weight 10.
+FOLD_IN = {"centre": True, "user_norm": 0.25, "steps": 30, "anchor": 10.0}
+
+
 class RecommendInputError(ValueError):
     """A user, title or checkpoint the caller must fix; the message is one line."""
 
@@ -44,20 +50,17 @@ class Recommendation:
 
 
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
-_ARTICLE = re.compile(r"^(.*), (the|a|an)$")
+_ARTICLE = re.compile(r"(^(the|a|an) )|(, (the|a|an)$)")
 
 
 def normalise(title: str) -> tuple[str, str | None]:
-    """("toy story", "1995") from "Toy Story (1995)"; "Usual Suspects, The" reads as "the
-    usual suspects", the way a person types it."""
+    """("toy story", "1995") from "Toy Story (1995)"; the article dropped wherever it
+    stands, so "Usual Suspects, The", "The Usual Suspects" and "usual suspects" agree."""
     title = " ".join(title.lower().split())
     year = _YEAR.search(title)
     if year:
         title = title[: year.start()]
-    moved = _ARTICLE.match(title)
-    if moved:
-        title = f"{moved.group(2)} {moved.group(1)}"
-    return title.strip(), year.group(1) if year else None
+    return _ARTICLE.sub("", title.strip()).strip(), year.group(1) if year else None
 
 
 class Recommender:
@@ -110,7 +113,8 @@ class Recommender:
         liked = [self.match(t) for t in titles]
         user = self.predictor.graph.n_users  # a row past every trained user
         stars = np.full(len(liked), float(self.predictor.graph.values.max()))
-        folded = self.predictor.folded(np.full(len(liked), user), np.array(liked), stars)
+        folded = self.predictor.folded(np.full(len(liked), user), np.array(liked), stars,
+                                       **FOLD_IN)
         return liked, self._top(folded, user, np.array(liked), stars, n)
 
     def _top(self, predictor: CMCPredictor, user: int, items: np.ndarray, ratings: np.ndarray,
