@@ -3,6 +3,7 @@ benchmark. The critic runs on card `gpu1`, the reader on `gpu0`."""
 
 import io
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +14,7 @@ from assets_defs.resources import CardResource, LabResource, ModelRegistry
 from lab_pipelines import models as model_registry
 from lab_pipelines.elevate import CLASSIFIER_DIR, benchmark, classifier, load_critic, save_threshold
 from lab_pipelines.elevate.claimset import evaluate_critic, load_claims
-from lab_pipelines.elevate.critic import Critic, LLMJudge, NLIJudge
+from lab_pipelines.elevate.critic import LLM_THRESHOLD, Critic, LLMJudge, NLIJudge
 from lab_pipelines.elevate.judge import Judge
 from lab_pipelines.elevate.loop import LoopConfig
 from lab_pipelines.paths import REPO_ROOT, atomic_write_bytes
@@ -27,7 +28,8 @@ from lab_pipelines.tables import append_rows, markdown_table
 BENCHMARK_TABLE = "elevate_benchmark"
 REQUIRED_COLUMNS = ("method", "n_questions", "n_claims", "correct_claims", "hallucinated_claims",
                     "avg_latency_s")
-CLAIMS_FILE = "data/eval/claims.jsonl"
+CLAIMS_FILE = "data/eval/claims.jsonl"  # the test set: reported, never tuned on
+DEV_CLAIMS_FILE = "data/eval/claims_dev.jsonl"  # where the critic's knobs are chosen
 CRITICS = ("rules+classifier", "rules", "nli", "llm")
 
 
@@ -41,7 +43,8 @@ def _classifier_dir(lab: LabResource) -> Path:
 
 
 def _critic_table(claims_file: Path, critics: dict[str, Critic]) -> tuple[pl.DataFrame, dict]:
-    """Per-perturbation accuracy of each critic on the claim set, and each one's overall."""
+    """Per-perturbation accuracy of each critic on the claim set, and each one's overall; the
+    `split` column says whether the set is for choosing (dev) or reporting (test)."""
     cases = load_claims(claims_file)
     frames, overall = [], {}
     for name, critic in critics.items():
@@ -54,7 +57,8 @@ def _critic_table(claims_file: Path, critics: dict[str, Critic]) -> tuple[pl.Dat
     summary = pl.DataFrame([{"perturbation": "balanced accuracy", "n": len(cases),
                              **{k: v["balanced_accuracy"] for k, v in overall.items()}}],
                            schema=table.schema)
-    return pl.concat([summary, table]), overall
+    return (pl.concat([summary, table]).with_columns(pl.lit(eval_split(claims_file)).alias("split")),
+            overall)
 
 
 class ClaimClassifierConfig(dg.Config):
@@ -88,9 +92,10 @@ def claim_classifier(context: dg.AssetExecutionContext, config: ClaimClassifierC
                                                 log=context.log.info)
     target = save_reranker(model.cross_encoder, _classifier_dir(lab))
     save_threshold(target, report.veto_threshold)
-    table, overall = _critic_table(claims_file, {
-        "rules": Critic(), "classifier": Critic(judge=model, rules=False),
-        "rules+classifier": Critic(judge=model, threshold=report.veto_threshold)})
+    critics = {"rules": Critic(), "classifier": Critic(judge=model, rules=False),
+               "rules+classifier": Critic(judge=model, threshold=report.veto_threshold)}
+    table, overall = _critic_table(claims_file, critics)
+    dev_table, dev_overall = _critic_table(_repo_path(DEV_CLAIMS_FILE), critics)
     return dg.MaterializeResult(metadata={
         "path": str(target), "device": device, "train_pairs": report.n_train,
         "heldout_pairs": report.n_heldout, "steps": report.steps,
@@ -98,6 +103,8 @@ def claim_classifier(context: dg.AssetExecutionContext, config: ClaimClassifierC
         "heldout_accuracy": report.heldout_accuracy,
         "heldout_majority": report.heldout_majority, "veto_threshold": report.veto_threshold,
         "critic_balanced_accuracy": overall["rules+classifier"]["balanced_accuracy"],
+        "critic_balanced_accuracy_dev": dev_overall["rules+classifier"]["balanced_accuracy"],
+        "critic_on_dev_claims": dg.MetadataValue.md(markdown_table(dev_table)),
         "critic_on_claim_set": dg.MetadataValue.md(markdown_table(table))})
 
 
@@ -122,6 +129,9 @@ class ElevateBenchmarkConfig(dg.Config):
     critic: str = "rules+classifier"  # or rules, nli, llm
     nli_model: str = ""  # critic "nli": a local folder (or cached hub id) of an NLI cross-encoder
     llm_model: str = ""  # critic "llm": empty = the reader itself
+    # P(supported) under which the judge vetoes a claim the rules passed; None: the critic's
+    # own (the classifier's held-out veto threshold; LLM_THRESHOLD, chosen on claims_dev)
+    judge_threshold: float | None = None
     max_rounds: int = LoopConfig.max_rounds
     requery_k: int = LoopConfig.requery_k
     max_new_tokens: int = LoopConfig.max_new_tokens
@@ -133,6 +143,14 @@ class ElevateBenchmarkConfig(dg.Config):
 
 def _critic(config: ElevateBenchmarkConfig, lab: LabResource, device: str,
             reader: Generator) -> Critic:
+    critic = _judged_critic(config, lab, device, reader)
+    if config.judge_threshold is None or critic.judge is None:
+        return critic
+    return replace(critic, threshold=config.judge_threshold)
+
+
+def _judged_critic(config: ElevateBenchmarkConfig, lab: LabResource, device: str,
+                   reader: Generator) -> Critic:
     if config.critic not in CRITICS:
         raise ValueError(f"Unknown critic {config.critic!r}; choose one of {CRITICS}.")
     if config.critic == "rules":
@@ -142,10 +160,10 @@ def _critic(config: ElevateBenchmarkConfig, lab: LabResource, device: str,
             raise ValueError("critic 'nli' needs nli_model: the folder of an NLI cross-encoder.")
         return Critic(judge=NLIJudge(model_registry.load_cross_encoder(config.nli_model, device)))
     if config.critic == "llm":
-        if not config.llm_model:
-            return Critic(judge=LLMJudge(reader.model, reader.tokenizer))
-        return Critic(judge=LLMJudge(*model_registry.load_causal_lm(
-            config.llm_model, device, lab.root() / "models")))
+        judge = (LLMJudge(reader.model, reader.tokenizer) if not config.llm_model else
+                 LLMJudge(*model_registry.load_causal_lm(config.llm_model, device,
+                                                         lab.root() / "models")))
+        return Critic(judge=judge, threshold=LLM_THRESHOLD)
     return load_critic(_classifier_dir(lab), device)
 
 
