@@ -69,13 +69,17 @@ def main() -> None:
         judged = np.array([v.reason.startswith("judge") for v in verdicts])
         passed = np.array([v.verified for v in verdicts])
         scores = np.array([v.score for v in verdicts])
+        # A judge's scores need not spread over [0, 1] (the 0.5B reader puts P("Verified")
+        # under 0.5 for every claim): the sweep also takes the deciles of its own scores.
+        deciles = np.quantile(scores[judged], np.linspace(0.1, 0.9, 9)) if judged.any() else []
         sweep = ([args.threshold] if args.threshold is not None
-                 else THRESHOLDS if judge is not None else [0.0])
+                 else sorted({*THRESHOLDS, *np.round(deciles, 4)}) if judge is not None
+                 else [0.0])
         print(f"\n{name}: {seconds:.0f} s, {judged.sum()} claims judged past the rules")
         for t in sweep:
             said = passed & (~judged | (scores >= t))
             balanced, kept, caught = _rates(truth, said)
-            print(f"  threshold {t:.2f}: balanced {balanced:.3f}  faithful kept {kept:.3f}  "
+            print(f"  threshold {t:.4f}: balanced {balanced:.3f}  faithful kept {kept:.3f}  "
                   f"contradictions caught {caught:.3f}")
 
 
