@@ -169,9 +169,9 @@ def open_library(data_root: Path, generator: str | None = None, device: str = "c
         model, tokenizer = models.load_causal_lm(spec, device, models_dir)
         embedder = models.load_embedder(index_embedder(data_root), device)
         ranker, ranker_note = gated_reranker(models_dir, reranker, device)
+        critic, critic_note = library_critic(models_dir, device)
     except models.ModelNotAvailable as error:
         raise LabInputError(str(error)) from None
-    critic, critic_note = library_critic(models_dir, device)
     search = PaperSearch(data_root / "lancedb", lambda q: embed_texts(embedder, [q])[0])
     notes = [n for n in (ranker_note if ranker is None else None, critic_note) if n]
     library = Library(root=data_root, generator=Generator(model, tokenizer),
