@@ -265,7 +265,8 @@ def render(reports: list[TableReport], missing: list[str],
                           _html_page(page, missing), plots)
 
 
-def _html_table(frame: pl.DataFrame) -> str:
+def html_table(frame: pl.DataFrame) -> str:
+    """A frame as an HTML table with the report's number formatting, for sections too."""
     def cell(value: object) -> str:
         if value is None:
             return "<td class=na>-</td>"
@@ -285,10 +286,10 @@ def _html_section(report: TableReport, run: str, when: str, machine: str,
                f"<code>{esc(report.name)}</code></h2>")
     latest = (f"<p class=prov>latest run <code>{esc(run)}</code> &middot; {esc(when)} &middot; "
               f"{esc(machine)}</p><div class=side><div><h3>Latest run</h3>"
-              f"{_html_table(_body(report.latest))}</div>")
+              f"{html_table(_body(report.latest))}</div>")
     parts = [heading, latest]
     if not versus.is_empty():
-        parts.append(f"<div><h3>Published vs ours</h3>{_html_table(versus)}"
+        parts.append(f"<div><h3>Published vs ours</h3>{html_table(versus)}"
                      f"<p class=src>{esc(report.spec.anchor_source)}</p></div>")
     parts.append("</div>")
     if png is not None:

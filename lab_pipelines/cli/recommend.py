@@ -9,8 +9,13 @@ from pathlib import Path
 from lab_pipelines.cli.errors import LabInputError, materialize_hint
 from lab_pipelines.paths import data_dir
 from lab_pipelines.recsys.data import PACKAGED
-from lab_pipelines.recsys.recommend import (Recommendation, Recommender, RecommendInputError,
-                                            normalise, split_titles)
+from lab_pipelines.recsys.recommend import (
+    Recommendation,
+    Recommender,
+    RecommendInputError,
+    normalise,
+    split_titles,
+)
 
 HELP = "top films for a MovieLens user (--user ID) or for films you like (--likes TITLES)"
 

@@ -342,7 +342,7 @@ def latest_rows(table: pl.DataFrame) -> pl.DataFrame:
 def report_section(db_path: Path, data_root: Path) -> Section | None:
     """The HTML report's cold-start section (None before `recsys_cold_start` has run): per
     dataset, the plot against k and the cold-start and bucket tables of its latest run."""
-    from lab_pipelines.report import Section, _html_table
+    from lab_pipelines.report import Section, html_table
     from lab_pipelines.tables import image_markdown, markdown_table, read_table
 
     if not Path(db_path).is_file():
@@ -360,6 +360,6 @@ def report_section(db_path: Path, data_root: Path) -> Section | None:
                      markdown_table(table, float_digits=4)]
         uri = "data:image/png;base64," + base64.b64encode(png).decode()
         parts.append(f"<h3>{html.escape(dataset)}</h3><img alt='cold start "
-                     f"{html.escape(dataset)}' src='{uri}'>{_html_table(table)}")
+                     f"{html.escape(dataset)}' src='{uri}'>{html_table(table)}")
     return Section("recsys-cold-start", "CMC cold start and activity buckets",
                    "\n\n".join(markdown), "".join(parts))
