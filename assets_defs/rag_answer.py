@@ -12,7 +12,7 @@ from pydantic import Field
 from assets_defs.resources import CardResource, LabResource, ModelRegistry
 from lab_pipelines import models as model_registry
 from lab_pipelines.paths import REPO_ROOT, atomic_write_bytes
-from lab_pipelines.rag import benchmark, langchain_peer, rerank
+from lab_pipelines.rag import ask, benchmark, langchain_peer, rerank
 from lab_pipelines.rag.generate import Generator
 from lab_pipelines.rag.index import embed_texts
 from lab_pipelines.rag.qa import eval_split, load_qa
@@ -26,11 +26,6 @@ REQUIRED_COLUMNS = ("method", "n_questions", "accuracy", "hallucination_rate", "
 
 def _models_dir(lab: LabResource) -> Path:
     return lab.root() / "models"
-
-
-def _reranker_spec(lab: LabResource, registry: ModelRegistry) -> str:
-    """The configured CrossEncoder, else the one `reranker_model` trained on the library."""
-    return registry.reranker or str(_models_dir(lab) / "reranker")
 
 
 @dg.asset(pool="gpu0")
@@ -82,7 +77,7 @@ def reranker_model(context: dg.AssetExecutionContext, config: RerankerModelConfi
     cross_encoder, report = rerank.train_reranker(train, heldout, settings, device,
                                                   log=context.log.info)
     retriever_top1 = rerank.retriever_accuracy(heldout, lambda texts: embed_texts(embedder, texts))
-    target = rerank.save_reranker(cross_encoder, _models_dir(lab) / "reranker")
+    target = rerank.save_reranker(cross_encoder, _models_dir(lab) / ask.RERANKER_DIR)
     quality = {"heldout_top1_before": report.heldout_accuracy_before,
                "heldout_top1_after": report.heldout_accuracy_after,
                "heldout_top1_retriever": retriever_top1}
@@ -94,30 +89,17 @@ def reranker_model(context: dg.AssetExecutionContext, config: RerankerModelConfi
 
 
 def _quality_file(lab: LabResource) -> Path:
-    return _models_dir(lab) / "reranker_quality.json"
+    return _models_dir(lab) / ask.RERANKER_QUALITY
 
 
 def gated_reranker(lab: LabResource, models: ModelRegistry, device: str,
-                    log) -> tuple[rerank.Reranker | None, str]:
-    """The re-ranker the advanced method uses, and why.
-
-    A configured cross-encoder is used as given. The corpus-trained one is used only if, on
-    held-out pseudo-queries, it picks the positive more often than both its untrained
-    initialisation and the bi-encoder retriever: a re-ranker that does not beat the ranking it
-    re-orders would only cost recall and latency."""
-    if not models.reranker:
-        quality = json.loads(_quality_file(lab).read_text()) if _quality_file(lab).exists() else {}
-        after = quality.get("heldout_top1_after")
-        bars = {k: quality.get(f"heldout_top1_{k}") for k in ("before", "retriever")}
-        if after is None or any(bar is None or after <= bar for bar in bars.values()):
-            reason = (f"corpus-trained re-ranker rejected by its quality gate (held-out top-1 "
-                      f"{after} vs untrained {bars['before']}, retriever {bars['retriever']}): "
-                      "hybrid order kept")
-            log(reason)
-            return None, reason
-    cross_encoder = model_registry.load_cross_encoder(_reranker_spec(lab, models), device)
-    label = f"cross-encoder {models.reranker}" if models.reranker else "corpus-trained cross-encoder"
-    return rerank.Reranker(cross_encoder, bf16=True), label
+                   log) -> tuple[rerank.Reranker | None, str]:
+    """The re-ranker the advanced method uses, and why: the quality gate `lab ask` applies
+    (lab_pipelines.rag.ask.gated_reranker); a rejection is logged."""
+    ranker, reason = ask.gated_reranker(_models_dir(lab), models.reranker, device)
+    if ranker is None:
+        log(reason)
+    return ranker, reason
 
 
 @dg.asset_check(asset=reranker_model)
