@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from dataclasses import replace
 
 import polars as pl
 
 from lab_pipelines import machine, models, paths
-from lab_pipelines.rag import benchmark
+from lab_pipelines.rag import ask, benchmark
 from lab_pipelines.rag.answer import AnswerChecks
 from lab_pipelines.rag.generate import Generator
 from lab_pipelines.rag.index import embed_texts
 from lab_pipelines.rag.qa import eval_split, load_qa
-from lab_pipelines.rag.rerank import Reranker
 from lab_pipelines.rag.search import PaperSearch
 
 ALIGNMENTS = (0.0, 0.15, 0.2, 0.25, 0.3, 0.35)
@@ -42,17 +40,9 @@ def record(items, methods: tuple[str, ...]) -> pl.DataFrame:
     generator = Generator(model, tokenizer, "completion", max_new_tokens=32)
     embedder = models.load_embedder()
     search = PaperSearch(paths.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
-    folder = paths.data_dir() / "models" / "reranker"
-    quality_file = folder.parent / "reranker_quality.json"
-    quality = json.loads(quality_file.read_text()) if quality_file.exists() else {}
-    # The benchmark's quality gate: the corpus-trained re-ranker only if it beat both its
-    # untrained start and the retriever on held-out pseudo-queries; else the hybrid order.
-    passed = folder.is_dir() and all(
-        quality.get("heldout_top1_after", 0) > quality.get(f"heldout_top1_{k}", 1)
-        for k in ("before", "retriever"))
-    reranker = (Reranker(models.load_cross_encoder(str(folder), "cpu"), bf16=True)
-                if passed else None)
-    print(f"re-ranker: {folder if reranker else 'none (hybrid order)'} {quality}")
+    # The benchmark's quality gate, so the sweep sees the ranking the benchmark reads.
+    reranker, reason = ask.gated_reranker(paths.data_dir() / "models")
+    print(f"re-ranker: {reason}")
     config = replace(benchmark.BenchmarkConfig(), grounded=False, methods=methods)
     return benchmark.run_questions(items, generator, search, reranker, config,
                                    embed=lambda texts: embed_texts(embedder, texts))

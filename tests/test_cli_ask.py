@@ -86,7 +86,7 @@ def test_lab_ask_gives_a_verified_answer_cited_to_the_right_page(asked_library, 
     # The encoder's six layers are stated on page 3 of the paper; a chunk that runs on from
     # page 2 is cited as "pp. 2-3", which holds page 3 too.
     assert any(_cites_page(c, ATTENTION, 3) for c in answer["citations"]), answer["citations"]
-    assert "rules alone verify" in err  # no claim classifier in this library, and it says so
+    assert "classifier" not in err  # rules alone by default, the development set's choice
 
 
 def test_lab_ask_says_not_in_your_library_when_nothing_backs_an_answer(asked_library,
@@ -120,3 +120,15 @@ def test_lab_ask_without_an_index_names_the_command_that_builds_it(tmp_path, mon
                           timeout=120, env={**os.environ, "LAB_DATA_DIR": str(tmp_path / "empty")})
     assert done.returncode == 2 and done.stderr.strip().startswith("lab ask: no paper index")
     assert done.stderr.count("\n") == 1 and not done.stdout
+
+
+def test_the_library_critic_is_the_rules_unless_the_classifier_is_asked_for(tmp_path):
+    from lab_pipelines.cli.errors import LabInputError
+    from lab_pipelines.rag.ask import library_critic
+
+    rules, note = library_critic(tmp_path)
+    assert rules.judge is None and note is None
+    fallback, note = library_critic(tmp_path, kind="rules+classifier")
+    assert fallback.judge is None and "claim_classifier" in note  # names what builds it
+    with pytest.raises(LabInputError, match="choose one of rules"):
+        library_critic(tmp_path, kind="llm")

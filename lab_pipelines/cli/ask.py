@@ -31,6 +31,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--generator", default=None,
                         help="reader model spec (default: the packaged reader)")
+    parser.add_argument("--critic", default="rules", choices=("rules", "rules+classifier"),
+                        help="claim checker (default: rules, the development set's choice)")
 
 
 def render(answer: LibraryAnswer) -> str:
@@ -62,18 +64,18 @@ def render(answer: LibraryAnswer) -> str:
 
 
 @lru_cache(maxsize=2)
-def _library(root: Path, generator: str | None) -> Library:
+def _library(root: Path, generator: str | None, critic: str) -> Library:
     """Models load once per process, however many questions it asks."""
     # Imported here: `lab --help` and the other subcommands need no torch or LanceDB.
     from lab_pipelines.rag.ask import open_library
 
-    return open_library(root, generator=generator)
+    return open_library(root, generator=generator, critic=critic)
 
 
 def run(args: argparse.Namespace) -> int:
     from lab_pipelines.rag.ask import ask
 
-    library = _library(data_dir(), args.generator)
+    library = _library(data_dir(), args.generator, args.critic)
     answer = ask(args.question, library, k=args.k, verify=not args.no_verify)
     for note in library.notes:
         print(f"note: {note}", file=sys.stderr)
