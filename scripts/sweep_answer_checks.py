@@ -29,7 +29,7 @@ from lab_pipelines.rag.index import embed_texts
 from lab_pipelines.rag.qa import eval_split, load_qa
 from lab_pipelines.rag.search import PaperSearch
 
-ALIGNMENTS = (0.0, 0.15, 0.2, 0.25, 0.3, 0.35)
+ALIGNMENTS = (0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 CONFIDENCES = (None, -0.6, -0.5, -0.4, -0.3, -0.25, -0.2)
 
 
