@@ -27,7 +27,7 @@ from lab_pipelines.nerf.benchmark import (
 )
 from lab_pipelines.nerf.panda import write_panda_walk
 from lab_pipelines.nerf.renders import render_checkpoint
-from lab_pipelines.nerf.scenes import load_split
+from lab_pipelines.nerf.scenes import load_split, scene_fingerprint
 from lab_pipelines.nerf.synthetic import write_bouncing_balls
 from lab_pipelines.nerf.train import METHODS, TrainConfig, default_iterations
 from lab_pipelines.nerf.train import train as train_field
@@ -43,6 +43,7 @@ def _scene_metadata(folder: Path) -> dict:
         "frames": {split: len(json.loads((folder / f"transforms_{split}.json").read_text())["frames"])
                    for split in ("train", "val", "test")},
         "resolution": f"{train.width}x{train.height}",
+        "scene_sha": scene_fingerprint(folder),
         "object_pixel_share": round(float((train.alphas > 0.5).float().mean()), 3),
         "first_frame": dg.MetadataValue.md(image_markdown((folder / "train" / "r_000.png").read_bytes(), "frame 0")),
     }

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lab_pipelines.nerf.panda import gl_to_panda, panda_to_gl, write_panda_walk
 from lab_pipelines.nerf.scenes import (
@@ -16,6 +17,7 @@ from lab_pipelines.nerf.scenes import (
     load_split,
     look_at,
     project_points,
+    scene_fingerprint,
 )
 from lab_pipelines.nerf.synthetic import BALLS, ball_centres, write_bouncing_balls
 
@@ -131,3 +133,13 @@ def test_panda_head_reprojects_onto_the_panda(panda):
             wrong += on_panda and not correct
     assert right == len(split.times)
     assert wrong <= len(split.times) // 2
+
+
+def test_scene_fingerprint_follows_the_bytes_not_the_folder(balls, tmp_path):
+    copy = shutil.copytree(balls, tmp_path / "copy")
+    assert scene_fingerprint(copy) == scene_fingerprint(balls)
+    image = copy / "train" / "r_000.png"
+    pixels = np.array(Image.open(image))
+    pixels[0, 0, 0] ^= 1  # one level of one channel of one pixel
+    Image.fromarray(pixels).save(image)
+    assert scene_fingerprint(copy) != scene_fingerprint(balls)

@@ -9,6 +9,7 @@ x right). Images are RGBA PNGs; we composite them on white, as the paper does.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -142,6 +143,19 @@ def native_resolution(folder: str | Path) -> int:
         raise SceneFormatError(f"{path}: missing (frame 0 of transforms_train.json)")
     with Image.open(path) as img:
         return img.width
+
+
+def scene_fingerprint(folder: str | Path) -> str:
+    """SHA-256 (first 16 hex digits) over a scene folder's transforms and images, by relative
+    path: two benchmark rows compare as equals only when they trained on the same bytes (the
+    panda3d-rendered scene is not bit-reproducible between writes)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in (".json", ".png"):
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def camera_rays(c2w: torch.Tensor, height: int, width: int, focal: float) -> tuple[torch.Tensor, torch.Tensor]:
