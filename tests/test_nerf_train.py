@@ -13,8 +13,9 @@ from assets_defs import nerf as nerf_assets
 from assets_defs.resources import resources_for
 from lab_pipelines.nerf.benchmark import trivial_baselines
 from lab_pipelines.nerf.evaluate import evaluate
+from lab_pipelines.nerf.scenes import scene_fingerprint
 from lab_pipelines.nerf.synthetic import write_bouncing_balls
-from lab_pipelines.nerf.train import TrainConfig, train
+from lab_pipelines.nerf.train import TrainConfig, result_from_checkpoint, train
 from lab_pipelines.tables import read_table
 
 
@@ -30,6 +31,8 @@ def test_fast_training_lowers_loss_and_beats_the_trivial_baselines(tiny_scene, t
     first, last = result.history[0], result.history[-1]
     assert result.steps == 200
     assert last["loss"] < 0.5 * first["loss"]
+    # The checkpoint names the bytes it learnt from, so its rows stay labelled if the scene changes.
+    assert result_from_checkpoint(result.checkpoint).scene_sha == scene_fingerprint(tiny_scene)
     scores = evaluate(result.checkpoint, tmp_path / "renders")
     baselines = trivial_baselines(tiny_scene, 2)
     assert scores.psnr > baselines["white_psnr"] + 3.0

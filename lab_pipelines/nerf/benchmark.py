@@ -13,7 +13,7 @@ import torch
 
 from lab_pipelines.nerf.evaluate import EvalResult, evaluate
 from lab_pipelines.nerf.metrics import mean_view_psnr, ssim
-from lab_pipelines.nerf.scenes import load_split, native_resolution, scene_fingerprint
+from lab_pipelines.nerf.scenes import load_split, native_resolution
 from lab_pipelines.nerf.train import TrainConfig, TrainResult, result_from_checkpoint, train
 from lab_pipelines.paths import atomic_write_bytes
 from lab_pipelines.progress import LogFn
@@ -37,7 +37,7 @@ class MethodRun:
             "rays_per_second": round(self.trained.rays_per_second, 1),
             "psnr": self.evaluated.psnr, "ssim": self.evaluated.ssim, "split": "test",
             "focus": self.trained.config["focus"], "seed": self.trained.config["seed"], "device": device,
-            "scene_sha": scene_fingerprint(self.scene_dir),
+            "scene_sha": self.trained.scene_sha,
             **trivial_baselines(self.scene_dir, self.trained.config["downscale"]),
         }
 

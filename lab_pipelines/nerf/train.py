@@ -25,7 +25,13 @@ from lab_pipelines.nerf.fields import DeformableField, DNeRF, DNeRFConfig, FastC
 from lab_pipelines.nerf.metrics import psnr
 from lab_pipelines.nerf.render import render_rays
 from lab_pipelines.nerf.sampling import PixelSampler, carve_occupancy, pixel_importance
-from lab_pipelines.nerf.scenes import SceneSplit, camera_orbit, camera_rays, load_split
+from lab_pipelines.nerf.scenes import (
+    SceneSplit,
+    camera_orbit,
+    camera_rays,
+    load_split,
+    scene_fingerprint,
+)
 from lab_pipelines.paths import atomic_write_bytes
 from lab_pipelines.progress import LogFn, Progress
 
@@ -153,6 +159,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)  # the TrainConfig, as stored in the checkpoint
     scene_dir: Path | None = None  # what it was trained on
+    scene_sha: str | None = None  # its bytes (`scene_fingerprint`) when training started
 
 
 def checkpoint_path(out_dir: Path, scene_dir: Path, method: str, downscale: int) -> Path:
@@ -215,7 +222,7 @@ def result_from_checkpoint(path: str | Path) -> TrainResult:
     state = read_checkpoint(path)
     return TrainResult(Path(path), state["method"], state["step"], state["step"], state["elapsed"],
                        state["rays_per_second"], tuple(state["resolution"]), state["history"],
-                       state["train_config"], Path(state["scene_dir"]))
+                       state["train_config"], Path(state["scene_dir"]), state.get("scene_sha"))
 
 
 def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonical_device: str = "cpu",
@@ -239,6 +246,7 @@ def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonica
     pixel_rng = torch.Generator().manual_seed(cfg.seed)
     jitter_rng = torch.Generator(device=canonical_device).manual_seed(cfg.seed + 1)
     split = load_split(scene_dir, "train", cfg.downscale)
+    scene_sha = scene_fingerprint(scene_dir)
     bank = RayBank.from_split(split, canonical_device)
     sampler = PixelSampler(pixel_importance(split.images, split.alphas), cfg.focus, pixel_rng)
     mcfg = model_config(cfg.method, cfg.profile)
@@ -277,7 +285,8 @@ def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonica
         _save(path, {"format_version": CHECKPOINT_FORMAT, "profile": cfg.profile,
             "rays_per_second": rays_per_second,
             "method": cfg.method, "model_config": asdict(mcfg), "train_config": asdict(cfg),
-            "scene_dir": str(scene_dir), "resolution": (split.height, split.width), "focal": split.focal,
+            "scene_dir": str(scene_dir), "scene_sha": scene_sha,
+            "resolution": (split.height, split.width), "focal": split.focal,
             "orbit": orbit,
             "model": model.state_dict(), "optimizer": optim.state_dict(),
             "pixel_rng": pixel_rng.get_state(), "jitter_rng": jitter_rng.get_state().cpu(),
@@ -329,4 +338,5 @@ def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonica
         rays_per_second = (step - start_step) * batch / (elapsed - start_elapsed)
     save(finished=True)
     return TrainResult(path, cfg.method, step, start_step, elapsed, rays_per_second,
-                       (split.height, split.width), history, asdict(cfg), Path(scene_dir))
+                       (split.height, split.width), history, asdict(cfg), Path(scene_dir),
+                       scene_sha)
