@@ -8,6 +8,9 @@ sweep costs one generation per question. Prints accuracy and hallucination per p
     # the test set at the thresholds chosen on dev, never swept:
     .venv/bin/python scripts/sweep_answer_checks.py --qa-file data/eval/rag_qa.jsonl \
         --alignment 0.25 --confidence -0.4
+    # another reader's thresholds (its wheels installed by hand):
+    .venv/bin/python scripts/sweep_answer_checks.py --out /tmp/dev_1p5b.parquet \
+        --generator packaged:Qwen2.5-Coder-1.5B-Instruct --dtype bfloat16
 
 Needs the indexed library and the trained re-ranker (`make demo`).
 """
@@ -33,10 +36,10 @@ ALIGNMENTS = (0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 CONFIDENCES = (None, -0.6, -0.5, -0.4, -0.3, -0.25, -0.2)
 
 
-def record(items, methods: tuple[str, ...]) -> pl.DataFrame:
+def record(items, methods: tuple[str, ...], generator_spec: str, dtype: str) -> pl.DataFrame:
     """Every answer with the checks off, for `recheck` to apply any thresholds to."""
-    model, tokenizer = models.load_causal_lm(models.reader_default(), "cpu",
-                                             paths.data_dir() / "models")
+    model, tokenizer = models.load_causal_lm(generator_spec, "cpu", paths.data_dir() / "models",
+                                             dtype)
     generator = Generator(model, tokenizer, "completion", max_new_tokens=32)
     embedder = models.load_embedder()
     search = PaperSearch(paths.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
@@ -58,13 +61,16 @@ def main() -> None:
     parser.add_argument("--out", help="keep the recorded answers as Parquet")
     parser.add_argument("--alignment", type=float, help="report this min_alignment only")
     parser.add_argument("--confidence", type=float, help="report this min_confidence only")
+    # Thresholds fit one reader's confidence scale, so a candidate reader is swept on its own.
+    parser.add_argument("--generator", default=models.reader_default())
+    parser.add_argument("--dtype", default="auto", choices=["auto", *models.DTYPES])
     args = parser.parse_args()
     items = load_qa(paths.REPO_ROOT / args.qa_file)[::args.every]
     print(f"{args.qa_file} (split {eval_split(args.qa_file)}), {len(items)} questions; "
-          f"machine: {machine.describe()}")
+          f"reader {args.generator}; machine: {machine.describe()}")
     started = time.perf_counter()
     answers = (pl.read_parquet(args.source) if args.source
-               else record(items, tuple(args.methods)))
+               else record(items, tuple(args.methods), args.generator, args.dtype))
     print(f"answers recorded in {time.perf_counter() - started:.0f} s")
     if args.out:
         answers.write_parquet(args.out)
