@@ -40,6 +40,7 @@ def record(items, methods: tuple[str, ...], generator_spec: str, dtype: str) -> 
     """Every answer with the checks off, for `recheck` to apply any thresholds to."""
     model, tokenizer = models.load_causal_lm(generator_spec, "cpu", paths.data_dir() / "models",
                                              dtype)
+    print(f"reader: {generator_spec} ({dtype})")
     generator = Generator(model, tokenizer, "completion", max_new_tokens=32)
     embedder = models.load_embedder()
     search = PaperSearch(paths.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
@@ -67,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
     items = load_qa(paths.REPO_ROOT / args.qa_file)[::args.every]
     print(f"{args.qa_file} (split {eval_split(args.qa_file)}), {len(items)} questions; "
-          f"reader {args.generator}; machine: {machine.describe()}")
+          f"machine: {machine.describe()}")
     started = time.perf_counter()
     answers = (pl.read_parquet(args.source) if args.source
                else record(items, tuple(args.methods), args.generator, args.dtype))
