@@ -27,7 +27,7 @@ from lab_pipelines.nerf.benchmark import (
 )
 from lab_pipelines.nerf.panda import write_panda_walk
 from lab_pipelines.nerf.renders import render_checkpoint
-from lab_pipelines.nerf.scenes import load_split, scene_fingerprint
+from lab_pipelines.nerf.scenes import load_split, scene_fingerprint, write_scene_once
 from lab_pipelines.nerf.synthetic import write_bouncing_balls
 from lab_pipelines.nerf.train import METHODS, TrainConfig, default_iterations
 from lab_pipelines.nerf.train import train as train_field
@@ -61,9 +61,10 @@ class SceneConfig(dg.Config):
 def _write_scene(context: dg.AssetExecutionContext, config: SceneConfig, lab: LabResource,
                  name: str, writer) -> dg.MaterializeResult:
     folder = Path(config.out_dir) if config.out_dir else lab.root() / "scenes" / name
-    writer(folder, config.size, config.n_train, config.n_val, config.n_test, seed=config.seed)
-    context.log.info(f"{name} written to {folder}")
-    return dg.MaterializeResult(metadata=_scene_metadata(folder))
+    wrote = write_scene_once(folder, writer, size=config.size, n_train=config.n_train, n_val=config.n_val,
+                             n_test=config.n_test, seed=config.seed)
+    context.log.info(f"{name} {'written to' if wrote else 'already current in'} {folder}")
+    return dg.MaterializeResult(metadata={**_scene_metadata(folder), "rewritten": wrote})
 
 
 @dg.asset(description="Analytic bouncing spheres, 100 timestamps, one hemisphere camera each, D-NeRF format.")

@@ -22,6 +22,7 @@ from lab_pipelines.nerf.benchmark import (
     side_by_side,
 )
 from lab_pipelines.nerf.panda import write_panda_walk
+from lab_pipelines.nerf.scenes import write_scene_once
 from lab_pipelines.nerf.synthetic import write_bouncing_balls
 from lab_pipelines.nerf.train import TrainConfig, default_iterations
 from lab_pipelines.paths import data_dir, duckdb_path
@@ -35,8 +36,7 @@ def scene_folder(name: str, size: int) -> Path:
     if name not in MAKERS:
         return Path(name)
     folder = data_dir() / "scenes" / name
-    if not (folder / "transforms_test.json").is_file():
-        MAKERS[name](folder, size=size)
+    write_scene_once(folder, MAKERS[name], size=size)
     return folder
 
 

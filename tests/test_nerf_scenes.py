@@ -18,6 +18,7 @@ from lab_pipelines.nerf.scenes import (
     look_at,
     project_points,
     scene_fingerprint,
+    write_scene_once,
 )
 from lab_pipelines.nerf.synthetic import BALLS, ball_centres, write_bouncing_balls
 
@@ -133,6 +134,23 @@ def test_panda_head_reprojects_onto_the_panda(panda):
             wrong += on_panda and not correct
     assert right == len(split.times)
     assert wrong <= len(split.times) // 2
+
+
+def test_a_made_scene_is_written_once_and_again_only_when_it_changed(tmp_path):
+    folder = tmp_path / "balls"
+    params = {"size": 16, "n_train": 3, "n_val": 1, "n_test": 1}
+    assert write_scene_once(folder, write_bouncing_balls, **params)
+    first = {p: p.stat().st_mtime_ns for p in folder.rglob("*.png")}
+    sha = scene_fingerprint(folder)
+    assert not write_scene_once(folder, write_bouncing_balls, **params)  # current: nothing rewritten
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.png")} == first
+    assert scene_fingerprint(folder) == sha  # the stamp itself is not part of the scene's bytes
+    # A damaged image, or other parameters, and the writer runs again.
+    (folder / "train" / "r_001.png").write_bytes(b"not a png")
+    assert write_scene_once(folder, write_bouncing_balls, **params)
+    assert scene_fingerprint(folder) == sha
+    assert write_scene_once(folder, write_bouncing_balls, **{**params, "n_train": 4})
+    assert len(json.loads((folder / "transforms_train.json").read_text())["frames"]) == 4
 
 
 def test_scene_fingerprint_follows_the_bytes_not_the_folder(balls, tmp_path):
