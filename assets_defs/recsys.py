@@ -1,5 +1,5 @@
 """CMC vs SVD on MovieLens: ratings and splits, baselines, the CMC model, its temperature
-sweep, and the benchmark table. Thin wrappers around `lab_pipelines.recsys`.
+sweep, its seed ensemble, and the benchmark table. Thin wrappers around `lab_pipelines.recsys`.
 
 Assets hand data to each other through files under `lab.root()/recsys/`: `movielens_ratings`
 writes the split folder and points `recsys/active_split.json` at it; the others read it unless
@@ -25,6 +25,7 @@ from lab_pipelines.recsys.benchmark import (baseline_rows, cost_plot_png, cost_r
 from lab_pipelines.recsys.cmc import CMCConfig
 from lab_pipelines.recsys.cold_start import (COLUMNS as COLD_START_COLUMNS, KS, bucket_rows,
                                              plot_png, run_cold_start, summary_table)
+from lab_pipelines.recsys.ensemble import MAX_MODELS, Member, train_seed_ensemble
 from lab_pipelines.recsys.ranking import BARS
 from lab_pipelines.recsys.sweep import TAUS, temperature_sweep
 from lab_pipelines.recsys.train import load_checkpoint, train_cmc, train_cmc_distributed
@@ -144,6 +145,7 @@ class CMCModelConfig(dg.Config):
     denoise: bool = CMCConfig.denoise
     lr: float = CMCConfig.lr
     ema_decay: float = CMCConfig.ema_decay
+    item_side: bool = CMCConfig.item_side
     max_epochs: int = CMCConfig.max_epochs
     patience: int = CMCConfig.patience
     max_minutes: float = CMCConfig.max_minutes
@@ -210,23 +212,68 @@ def cmc_temperature_sweep(context: dg.AssetExecutionContext, config: Temperature
     })
 
 
+class EnsembleConfig(dg.Config):
+    split_dir: str = ""  # empty: the split movielens_ratings wrote last
+    # Members tried: cmc_model's model and max_models - 1 more with the next seeds; how many
+    # are kept is chosen on validation RMSE.
+    max_models: int = MAX_MODELS
+
+
+@dg.asset(deps=[cmc_model], pool="gpu0",
+          description="Seed ensemble of CMC: cmc_model's model and CMC retrained with the next "
+          "model seeds (same knobs, same split), expected ratings averaged; the number of "
+          "members chosen on validation RMSE. Member checkpoints in the split folder.")
+def cmc_ensemble(context: dg.AssetExecutionContext, config: EnsembleConfig, gpu0: CardResource,
+                 lab: LabResource) -> dg.MaterializeResult:
+    folder = _split_dir(lab, config.split_dir)
+    split = data.RatingSplit.load(folder)
+    trained = json.loads((folder / "cmc.json").read_text())
+    cfg, device = CMCConfig(**trained["config"]), gpu0.resolve()
+    # Member 0 is cmc_model's own model, so only the extra members are paid for here. Their
+    # checkpoints stay out of checkpoints/, where `lab recommend` looks for the newest model.
+    first = Member(cfg.seed, load_checkpoint(Path(trained["checkpoint"]), device),
+                   trained["row"]["train_seconds"], trained["row"]["best_epoch"])
+    got = train_seed_ensemble(split, cfg, config.max_models, device, [first],
+                              lambda seed: folder / f"cmc_seed{seed}.pt", log=context.log.info)
+    seeds = [m.seed for m in got.members[: got.n_models]]
+    metrics = row("cmc_ensemble", split, got.model, got.train_seconds, n_models=got.n_models,
+                  member_seeds=",".join(map(str, seeds)), device=device, tau=cfg.tau)
+    members = [{"seed": m.seed, "train_seconds": m.train_seconds, "best_epoch": m.best_epoch,
+                "checkpoint": str(Path(trained["checkpoint"]) if k == 0 else
+                                  folder / f"cmc_seed{m.seed}.pt")}
+               for k, m in enumerate(got.members)]
+    _write_json(folder / "cmc_ensemble.json", {"row": metrics, "sizes": got.sizes,
+                                               "members": members, "config": cfg.to_dict()})
+    context.log.info(f"CMC ensemble of {got.n_models}: test RMSE {metrics['rmse']:.4f}, val "
+                     f"{metrics['val_rmse']:.4f}")
+    return dg.MaterializeResult(metadata={
+        "n_models": got.n_models,
+        "metrics": dg.MetadataValue.md(markdown_table(pl.DataFrame([metrics]))),
+        "size_on_validation": dg.MetadataValue.md(markdown_table(pl.DataFrame(got.sizes),
+                                                                 float_digits=5)),
+        "members": dg.MetadataValue.md(markdown_table(pl.DataFrame(members))),
+    })
+
+
 class BenchmarkConfig(dg.Config):
     split_dir: str = ""
 
 
-@dg.asset(deps=[svd_baseline, cmc_model],
-          description="SVD vs CMC rows appended to the DuckDB table recsys_benchmark.")
+@dg.asset(deps=[svd_baseline, cmc_model, cmc_ensemble],
+          description="SVD vs CMC rows (one model, its chosen ranking, the seed ensemble) "
+          "appended to the DuckDB table recsys_benchmark.")
 def recsys_benchmark(context: dg.AssetExecutionContext, config: BenchmarkConfig,
                      lab: LabResource) -> dg.MaterializeResult:
     folder = _split_dir(lab, config.split_dir)
     baselines = json.loads((folder / "baselines.json").read_text())
     cmc = json.loads((folder / "cmc.json").read_text())
+    ensemble = json.loads((folder / "cmc_ensemble.json").read_text())
     ranked, ranking = ranked_cmc_row(data.RatingSplit.load(folder),
                                      load_checkpoint(Path(cmc["checkpoint"])), baselines,
                                      cmc["row"]["train_seconds"])
-    rows = _append_benchmark(context, lab, [*baselines, cmc["row"], ranked]).select(
-        *BENCHMARK_COLUMNS, "mae", "ndcg_at_10", "long_tail_share", "val_rmse",
-        "val_recall_at_10", "ranking")
+    rows = _append_benchmark(context, lab, [*baselines, cmc["row"], ranked, ensemble["row"]]
+                             ).select(*BENCHMARK_COLUMNS, "mae", "ndcg_at_10", "long_tail_share",
+                                      "val_rmse", "val_recall_at_10", "ranking", "n_models")
     curve = learning_curve_png(cmc["history"], "CMC learning curve")
     return dg.MaterializeResult(metadata={
         "rows_written": rows.height,

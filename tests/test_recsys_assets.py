@@ -12,8 +12,8 @@ from lab_pipelines.recsys.synthetic import synthetic_ratings, write_u_data
 from lab_pipelines.tables import read_table
 
 ASSETS = [recsys.movielens_ratings, recsys.svd_baseline, recsys.cmc_model,
-          recsys.cmc_temperature_sweep, recsys.recsys_benchmark, recsys.cmc_beats_svd,
-          recsys.recsys_cold_start]
+          recsys.cmc_ensemble, recsys.cmc_temperature_sweep, recsys.recsys_benchmark,
+          recsys.cmc_beats_svd, recsys.recsys_cold_start]
 
 
 def _run_config(ratings_path, **ratings_extra) -> dict:
@@ -22,6 +22,7 @@ def _run_config(ratings_path, **ratings_extra) -> dict:
                                          "val_fraction": 0.1, **ratings_extra}},
         "svd_baseline": {"config": {"tuned_factors": 20, "tuned_epochs": 20}},
         "cmc_model": {"config": {"dim": 32, "max_epochs": 150, "patience": 60}},
+        "cmc_ensemble": {"config": {"max_models": 2}},
         "cmc_temperature_sweep": {"config": {"taus": [0.1, 0.5], "max_epochs": 10}},
         "recsys_cold_start": {"config": {"ratings_path": str(ratings_path)}},
     }}
@@ -36,13 +37,21 @@ def test_group_materializes_and_writes_the_benchmark(tmp_path, monkeypatch):
     assert result.success
     rows = read_table("recsys_benchmark", tmp_path / "data" / "lab.duckdb")
     assert sorted(rows.get_column("model").to_list()) == ["bias", "cmc", "cmc_discounted",
-                                                         "svd_default", "svd_tuned"]
+                                                         "cmc_ensemble", "svd_default",
+                                                         "svd_tuned"]
     assert set(rows.get_column("run_id").to_list()) == {result.run_id}
     rmse = dict(zip(rows.get_column("model").to_list(), rows.get_column("rmse").to_list()))
     assert rmse["cmc"] < rmse["bias"]
     assert rows.get_column("split").unique().to_list() == ["random80_seed0"]
     assert list((tmp_path / "data" / "checkpoints").glob("cmc_toy_random80_seed0.pt"))
-    assert (tmp_path / "data" / "recsys" / "toy" / "random80_seed0" / "train.parquet").is_file()
+    folder = tmp_path / "data" / "recsys" / "toy" / "random80_seed0"
+    assert (folder / "train.parquet").is_file()
+    # The ensemble's member 0 is cmc_model's checkpoint; only seed 1 was trained for it.
+    assert [p.name for p in folder.glob("cmc_seed*.pt")] == ["cmc_seed1.pt"]
+    ensemble = rows.filter(pl.col("model") == "cmc_ensemble").row(0, named=True)
+    assert ensemble["n_models"] in (1, 2)
+    assert "| n_models |" in result.asset_materializations_for_node(
+        "cmc_ensemble")[0].metadata["size_on_validation"].value
     sweep = result.asset_materializations_for_node("cmc_temperature_sweep")[0].metadata
     assert "| 0.5" in sweep["table"].value
     bench = result.asset_materializations_for_node("recsys_benchmark")[0].metadata

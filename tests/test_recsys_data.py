@@ -82,3 +82,25 @@ def test_fixed_split_indexes_items_seen_only_in_test(tmp_path):
     test_item = split.test.get_column("item").item()
     assert test_item not in set(split.train.get_column("item").to_list())
     assert np.all(split.arrays("test")[2] == [2.0])
+
+
+def test_item_side_features_come_from_recbole_in_split_order():
+    side = data.packaged_item_side("ml-100k", 1682)
+    genres = len(side[0]) - len(data.YEAR_EDGES) - 1
+    assert side.shape == (1682, 19 + len(data.YEAR_EDGES) + 1) and genres == 19
+    items = data.id_index(data.packaged_ratings("ml-100k"))[1].to_list()
+    # Toy Story (raw id 1, 1995): Animation, Children's, Comedy; GoldenEye (2, 1995): Action,
+    # Adventure, Thriller. Genre columns are the sorted tokens, the year bins follow.
+    tokens = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+              "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+              "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown"]
+    for raw, names in (("1", ["Animation", "Children's", "Comedy"]),
+                       ("2", ["Action", "Adventure", "Thriller"])):
+        row = side[items.index(raw)]
+        assert [tokens[k] for k in np.flatnonzero(row[:genres])] == names
+        assert np.flatnonzero(row[genres:]).tolist() == [data.YEAR_EDGES.index(1995) + 1]
+    # One year bin per film, except the two whose year in the file is not a number.
+    assert sorted(np.unique(side[:, genres:].sum(1), return_counts=True)[1]) == [2, 1680]
+    # No side file, or a split indexed differently: none, so CMC runs without them.
+    assert data.packaged_item_side("ml-1m", 3706) is None
+    assert data.packaged_item_side("ml-100k", 1000) is None

@@ -61,6 +61,14 @@ class CMCConfig:
     # shared, every parallel region waits for a descheduled thread (ML-1M epoch on 2 busy
     # cores: 0.62 s with 1 thread, 4.6 s with 2).
     cpu_threads: int = 1
+    # Item side features (genres, release year; only ML-100K ships them, see
+    # `data.packaged_item_side`) add a learned message per rating level to every message an
+    # item sends, so a user's embedding also says which kinds of film they rated how. A
+    # dataset without them gets exactly the model without them. Off: ML-100K seed-0
+    # validation RMSE 0.8813 with, 0.8809 without (0.8891 added to the item embedding
+    # instead, GC-MC's way).
+    item_side: bool = False
+    side_dim: int = 16  # hidden width of the side features' message branch
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -77,15 +85,24 @@ class Graph:
     values: torch.Tensor  # (R,) float32 rating of each level
     n_users: int
     n_items: int
+    item_side: torch.Tensor | None = None  # (n_items, F) float32 side features, if any
 
     @classmethod
     def from_ratings(cls, users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
-                     n_users: int, n_items: int) -> Graph:
+                     n_users: int, n_items: int, item_side: np.ndarray | None = None
+                     ) -> Graph:
         values = np.unique(ratings)
         return cls(torch.from_numpy(users.astype(np.int64)),
                    torch.from_numpy(items.astype(np.int64)),
                    torch.as_tensor(np.searchsorted(values, ratings), dtype=torch.long),
-                   torch.as_tensor(values, dtype=torch.float32), n_users, n_items)
+                   torch.as_tensor(values, dtype=torch.float32), n_users, n_items,
+                   None if item_side is None else torch.as_tensor(item_side,
+                                                                  dtype=torch.float32))
+
+    @property
+    def n_item_side(self) -> int:
+        """Width of the item side features (0: none)."""
+        return 0 if self.item_side is None else self.item_side.shape[1]
 
     @cached_property
     def norm(self) -> torch.Tensor:
@@ -121,7 +138,8 @@ class Graph:
                 device, non_blocking=True)
 
         return Graph(move(self.users), move(self.items), move(self.levels), move(self.values),
-                     self.n_users, self.n_items)
+                     self.n_users, self.n_items,
+                     None if self.item_side is None else move(self.item_side))
 
 
 def _node_keep(n: int, p: float, device: torch.device) -> torch.Tensor:
@@ -139,12 +157,19 @@ class RatingGraphConv(nn.Module):
         self.user_msgs = nn.Parameter(torch.randn(n_levels, n_users, dim) * 0.1)
         self.item_msgs = nn.Parameter(torch.randn(n_levels, n_items, dim) * 0.1)
 
+    def item_tables(self, side: torch.Tensor | None = None) -> torch.Tensor:
+        """The message every item sends per rating level, (R, I, d), plus its side features'
+        messages `side` (R, I, d) when given."""
+        # Level r's message = sum of tables 1..r, so adjacent levels stay alike.
+        tables = self.item_msgs.cumsum(0)
+        return tables if side is None else tables + side
+
     def forward(self, g: Graph, weight: torch.Tensor, keep_user: torch.Tensor,
-                keep_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                keep_item: torch.Tensor, item_side: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """User and item embeddings from per-edge weights and per-node sending masks."""
-        # Level r's message = sum of tables 1..r, so adjacent levels stay alike. A node's
-        # dropout scales its own table rows, so the sparse pattern never changes.
-        items = self.item_msgs.cumsum(0) * keep_item[None, :, None]
+        # A node's dropout scales its own table rows, so the sparse pattern never changes.
+        items = self.item_tables(item_side) * keep_item[None, :, None]
         users = self.user_msgs.cumsum(0) * keep_user[None, :, None]
         dim = items.shape[-1]
         return (F.relu(spmm(g.item_to_user, weight, items.reshape(-1, dim))),
@@ -200,7 +225,9 @@ class BilinearDecoder(nn.Module):
 
 
 class CMC(nn.Module):
-    def __init__(self, cfg: CMCConfig, n_users: int, n_items: int, n_levels: int):
+    def __init__(self, cfg: CMCConfig, n_users: int, n_items: int, n_levels: int,
+                 n_item_side: int = 0):
+        """`n_item_side`: width of the graph's item side features (0: none)."""
         super().__init__()
         self.cfg = cfg
         self.conv = RatingGraphConv(n_users, n_items, n_levels, cfg.dim)
@@ -208,6 +235,16 @@ class CMC(nn.Module):
         self.user_dense = nn.Linear(cfg.dim, cfg.dim)
         self.item_dense = nn.Linear(cfg.dim, cfg.dim)
         self.decoder = BilinearDecoder(cfg.dim, n_levels, cfg.n_bases)
+        # Built last, so a model without it draws the same initial weights as before it existed.
+        self.item_side = (nn.Sequential(nn.Linear(n_item_side, cfg.side_dim), nn.ReLU(),
+                                        nn.Linear(cfg.side_dim, n_levels * cfg.dim, bias=False))
+                          if cfg.item_side and n_item_side else None)
+
+    def item_side_messages(self, g: Graph) -> torch.Tensor | None:
+        """Each item's side-feature message per rating level, (R, I, d); None without them."""
+        if self.item_side is None:
+            return None
+        return self.item_side(g.item_side).view(g.n_items, -1, self.cfg.dim).transpose(0, 1)
 
     def encode(self, g: Graph, view: str = "denoised") -> tuple[torch.Tensor, torch.Tensor]:
         """User and item embeddings seen through one view; dropout only in training mode."""
@@ -223,7 +260,7 @@ class CMC(nn.Module):
             # A dropped node sends nothing, but still receives from its kept neighbours.
             keep_user = _node_keep(g.n_users, cfg.node_dropout, device)
             keep_item = _node_keep(g.n_items, cfg.node_dropout, device)
-        h_user, h_item = self.conv(g, weight, keep_user, keep_item)
+        h_user, h_item = self.conv(g, weight, keep_user, keep_item, self.item_side_messages(g))
         p = cfg.hidden_dropout if self.training else 0.0
         z_user = self.user_dense(F.dropout(h_user, p, self.training))
         z_item = self.item_dense(F.dropout(h_item, p, self.training))
@@ -333,7 +370,8 @@ class CMCPredictor:
                              model.gate.user[trained].mean(0).expand(len(u), -1))
                 weight = weight * torch.sigmoid((gate_user * model.gate.item[i]).sum(1)
                                                 + model.gate.level[levels])
-            messages = model.conv.item_msgs.cumsum(0)[levels, i] * weight[:, None]
+            tables = model.conv.item_tables(model.item_side_messages(g))
+            messages = tables[levels, i] * weight[:, None]
             h = torch.zeros(len(rows), messages.shape[1], device=device).index_add_(
                 0, local, messages)
             z = model.user_dense(F.relu(h) * scale)

