@@ -275,8 +275,11 @@ class FastDNeRF(DeformableField):
         tv, time = (sum(term.to(device) for term in terms) for terms in zip(*(grid.smoothness() for grid in grids)))
         return self.cfg.plane_tv * tv + self.cfg.time_smoothness * time
 
-    def grid_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if ".planes." in name]
+    def canonical_grid_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.canonical.named_parameters() if ".planes." in name]
+
+    def deformation_grid_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.deformation.named_parameters() if ".planes." in name]
 
     def mlp_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if ".planes." not in name]
