@@ -143,6 +143,7 @@ def test_a_made_scene_is_written_once_and_again_only_when_it_changed(tmp_path):
     first = {p: p.stat().st_mtime_ns for p in folder.rglob("*.png")}
     sha = scene_fingerprint(folder)
     assert not write_scene_once(folder, write_bouncing_balls, **params)  # current: nothing rewritten
+    assert not write_scene_once(folder, write_bouncing_balls, **params, seed=0)  # a default, named
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.png")} == first
     assert scene_fingerprint(folder) == sha  # the stamp itself is not part of the scene's bytes
     # A damaged image, or other parameters, and the writer runs again.

@@ -266,9 +266,14 @@ def write_scene_once(folder: str | Path, writer: Callable[..., Path], **params: 
     """
     folder = Path(folder)
     source = Path(inspect.getsourcefile(writer) or "")
+    # With the writer's defaults filled in, a caller naming only `size` and one naming every
+    # parameter agree on the same scene.
+    bound = inspect.signature(writer).bind(folder, **params)
+    bound.apply_defaults()
+    full = {name: value for name, value in list(bound.arguments.items())[1:]}
     want = {"writer": f"{writer.__module__}.{writer.__qualname__}",
             "source_sha": hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source.is_file() else None,
-            "params": params}
+            "params": full}
     stamp = folder / STAMP
     if stamp.is_file():
         try:
