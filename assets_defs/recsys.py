@@ -231,16 +231,20 @@ def cmc_ensemble(context: dg.AssetExecutionContext, config: EnsembleConfig, gpu0
     cfg, device = CMCConfig(**trained["config"]), gpu0.resolve()
     # Member 0 is cmc_model's own model, so only the extra members are paid for here. Their
     # checkpoints stay out of checkpoints/, where `lab recommend` looks for the newest model.
-    first = Member(cfg.seed, load_checkpoint(Path(trained["checkpoint"]), device),
+    first_path = Path(trained["checkpoint"])
+    first = Member(cfg.seed, load_checkpoint(first_path, device),
                    trained["row"]["train_seconds"], trained["row"]["best_epoch"])
-    got = train_seed_ensemble(split, cfg, config.max_models, device, [first],
-                              lambda seed: folder / f"cmc_seed{seed}.pt", log=context.log.info)
+
+    def member_checkpoint(seed: int) -> Path:
+        return folder / f"cmc_seed{seed}.pt"
+
+    got = train_seed_ensemble(split, cfg, config.max_models, device, [first], member_checkpoint,
+                              log=context.log.info)
     seeds = [m.seed for m in got.members[: got.n_models]]
     metrics = row("cmc_ensemble", split, got.model, got.train_seconds, n_models=got.n_models,
                   member_seeds=",".join(map(str, seeds)), device=device, tau=cfg.tau)
     members = [{"seed": m.seed, "train_seconds": m.train_seconds, "best_epoch": m.best_epoch,
-                "checkpoint": str(Path(trained["checkpoint"]) if k == 0 else
-                                  folder / f"cmc_seed{m.seed}.pt")}
+                "checkpoint": str(first_path if k == 0 else member_checkpoint(m.seed))}
                for k, m in enumerate(got.members)]
     _write_json(folder / "cmc_ensemble.json", {"row": metrics, "sizes": got.sizes,
                                                "members": members, "config": cfg.to_dict()})

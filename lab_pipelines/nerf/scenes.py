@@ -270,7 +270,7 @@ def write_scene_once(folder: str | Path, writer: Callable[..., Path], **params: 
     # parameter agree on the same scene.
     bound = inspect.signature(writer).bind(folder, **params)
     bound.apply_defaults()
-    full = {name: value for name, value in list(bound.arguments.items())[1:]}
+    full = dict(list(bound.arguments.items())[1:])  # all but the folder
     want = {"writer": f"{writer.__module__}.{writer.__qualname__}",
             "source_sha": hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source.is_file() else None,
             "params": full}

@@ -153,7 +153,6 @@ def packaged_item_side(dataset: str, n_items: int) -> np.ndarray | None:
     return side
 
 
-
 def id_index(ratings: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
     """The sorted raw user and item ids: position = the index a split gives them."""
     return (ratings.get_column("user_id").unique().sort(),
