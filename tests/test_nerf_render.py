@@ -1,11 +1,12 @@
 """Volume rendering, samplers and the deformation contract, checked against closed forms."""
 
 import math
+from dataclasses import replace
 
 import torch
 
 from lab_pipelines.nerf.fields import DNeRF, DNeRFConfig, FastConfig, FastDNeRF
-from lab_pipelines.nerf.render import composite, render_rays
+from lab_pipelines.nerf.render import composite, hull_bounds, render_rays
 from lab_pipelines.nerf.sampling import (
     PixelSampler,
     carve_occupancy,
@@ -74,7 +75,7 @@ def test_importance_sampler_focuses_on_foreground_pixels():
 def test_deformation_is_identity_at_time_zero_for_both_models():
     torch.manual_seed(0)
     x = torch.rand(256, 3) * 2 - 1
-    for model in (DNeRF(SMALL_DNERF), FastDNeRF(FastConfig(channels=4, spatial_res=(8,), time_res=5), 1.5)):
+    for model in (DNeRF(SMALL_DNERF, 1.5), FastDNeRF(FastConfig(channels=4, spatial_res=(8,), time_res=5), 1.5)):
         for p in model.deformation.parameters():  # make sure it is not zero by initialisation
             torch.nn.init.normal_(p, std=0.5)
         zero = model.deformation(x, torch.zeros(256, 1))
@@ -100,8 +101,8 @@ def test_render_rays_shapes_for_both_models():
                                                          torch.zeros(3).numpy())).float(), 4, 4, 5.0)
     o, d, t = origins.reshape(-1, 3), dirs.reshape(-1, 3), torch.full((16,), 0.3)
     fast = FastDNeRF(FastConfig(channels=4, spatial_res=(8,), time_res=5, n_samples=16), 1.5)
-    for model in (DNeRF(SMALL_DNERF), fast):
-        out = render_rays(model, o, d, t, training=True, scene_radius=1.5)
+    for model in (DNeRF(SMALL_DNERF, 1.5), fast):
+        out = render_rays(model, o, d, t, training=True)
         assert out.rgb.shape == (16, 3) and bool(((out.rgb >= 0) & (out.rgb <= 1)).all())
         out.rgb.sum().backward()
 
@@ -123,3 +124,27 @@ def test_plane_regularisers_vanish_on_flat_planes_and_penalise_roughness():
     assert tv > 0.01 and time < 1e-10
     tv, time = model.deformation.grid.smoothness()
     assert tv < 1e-10 and time > 0.01
+
+
+def test_dnerf_between_hull_bounds_spends_nothing_on_rays_that_miss_the_hull():
+    origins, dirs = camera_rays(torch.from_numpy(look_at(torch.tensor([0.0, -4.0, 0.0]).numpy(),
+                                                         torch.zeros(3).numpy())).float(), 8, 8, 6.0)
+    o, d, t = origins.reshape(-1, 3), dirs.reshape(-1, 3), torch.full((64,), 0.3)
+    torch.manual_seed(0)
+    plain = DNeRF(SMALL_DNERF, 1.5).eval()
+    hulled = DNeRF(replace(SMALL_DNERF, occupancy_res=8), 1.5).eval()
+    hulled.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        # An all-free grid bounds every ray by the sphere: the same render as without a grid.
+        assert torch.allclose(render_rays(hulled, o, d, t, False).rgb, render_rays(plain, o, d, t, False).rgb)
+        hulled.occupancy.zero_()
+        hulled.occupancy[:, 3:5, 3:5, 3:5] = True  # a small cube at the centre
+        out = render_rays(hulled, o, d, t, False)
+    near, far = sphere_bounds(o, d, 1.5)
+    hull_near, hull_far, hit = hull_bounds(hulled, o, d, t, near, far, 64)
+    assert 0 < hit.sum() < 64  # the central rays hit the cube, the outer ones miss it
+    assert bool((hull_near[hit] >= near[hit]).all() and (hull_far[hit] <= far[hit]).all())
+    assert bool((hull_far[hit] - hull_near[hit] < 0.5 * (far[hit] - near[hit])).all())
+    # The fine pass evaluates every bin of the merged edges, the coarse ones and the new.
+    assert out.n_evaluated == int(hit.sum()) * (2 * SMALL_DNERF.n_coarse + SMALL_DNERF.n_fine)
+    assert torch.equal(out.rgb[~hit], torch.ones(int((~hit).sum()), 3))

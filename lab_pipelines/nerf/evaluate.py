@@ -45,7 +45,7 @@ class Views:
 
 @torch.no_grad()
 def render_views(model: DeformableField, c2w: torch.Tensor, times: torch.Tensor, height: int, width: int,
-                 focal: float, scene_radius: float, device: str, chunk: int = 8192) -> Views:
+                 focal: float, device: str, chunk: int = 8192) -> Views:
     """Colour, depth and opacity of the field seen from cameras `c2w` (N, 4, 4) at `times` (N,)."""
     rays = [camera_rays(m.to(device), height, width, focal) for m in c2w]
     origins = torch.stack([o for o, _ in rays]).reshape(-1, 3)
@@ -56,7 +56,7 @@ def render_views(model: DeformableField, c2w: torch.Tensor, times: torch.Tensor,
     for start in range(0, origins.shape[0], chunk):
         s = slice(start, start + chunk)
         with torch.autocast(device.split(":")[0], dtype=amp, enabled=amp is not None):
-            out = render_rays(model, origins[s], dirs[s], ray_times[s], False, scene_radius)
+            out = render_rays(model, origins[s], dirs[s], ray_times[s], False)
         rgb.append(out.rgb.float().clamp(0, 1))
         depth.append(out.depth.float())
         opacity.append(out.opacity.float())
@@ -86,8 +86,7 @@ def evaluate(checkpoint: str | Path, out_dir: str | Path, scene_dir: str | Path 
     height, width = split.height, split.width
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    preds = render_views(model, split.c2w, split.times, height, width, split.focal, train_config["scene_radius"],
-                         canonical_device).rgb
+    preds = render_views(model, split.c2w, split.times, height, width, split.focal, canonical_device).rgb
     seconds = time.perf_counter() - start
     views = []
     for i, name in enumerate(split.names):

@@ -38,10 +38,25 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 class DeformableField(nn.Module):
-    """Wires a deformation and a canonical field, each on its own device."""
+    """Wires a deformation and a canonical field, each on its own device, inside the sphere of
+    radius `bound`; with `occupancy_res` > 0 it also keeps a per-frame occupancy grid."""
 
     deformation: nn.Module
     canonical: nn.Module
+
+    def __init__(self, bound: float, occupancy_res: int = 0, occupancy_frames: int = 1) -> None:
+        super().__init__()
+        self.bound = bound
+        if occupancy_res:
+            # Which voxels may hold anything at each training frame's time (all, until carved);
+            # marching skips the rest. A query time uses the nearest frame's grid.
+            res = occupancy_res
+            self.register_buffer("occupancy", torch.ones(occupancy_frames, res, res, res, dtype=torch.bool))
+            self.register_buffer("occupancy_times", torch.linspace(0.0, 1.0, occupancy_frames))
+
+    @property
+    def has_occupancy(self) -> bool:
+        return hasattr(self, "occupancy")
 
     def forward(self, x: torch.Tensor, d: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Density (N,) and colour (N, 3) at points x (N, 3) seen along d (N, 3) at times t (N, 1)."""
@@ -75,6 +90,12 @@ class DNeRFConfig:
     density_activation: str = "relu"
     n_coarse: int = 64
     n_fine: int = 128
+    # 0: the paper's rays, clipped to the bounding sphere only. > 0: a grid of this size carved
+    # from the training silhouettes shrinks each ray's interval to the part that may hold
+    # something, and rays that miss it are background without a field query.
+    occupancy_res: int = 0
+    occupancy_frames: int = 1
+    hull_probes: int = 64  # points per ray that read the grid to find that interval
 
 
 class MLP(nn.Module):
@@ -139,8 +160,8 @@ class CanonicalMLP(nn.Module):
 
 
 class DNeRF(DeformableField):
-    def __init__(self, cfg: DNeRFConfig) -> None:
-        super().__init__()
+    def __init__(self, cfg: DNeRFConfig, bound: float) -> None:
+        super().__init__(bound, cfg.occupancy_res, cfg.occupancy_frames)
         self.cfg = cfg
         self.deformation = DeformationMLP(cfg)
         self.canonical = CanonicalMLP(cfg)
@@ -258,15 +279,10 @@ class FastCanonical(nn.Module):
 
 class FastDNeRF(DeformableField):
     def __init__(self, cfg: FastConfig, bound: float) -> None:
-        super().__init__()
-        self.cfg, self.bound = cfg, bound
+        super().__init__(bound, cfg.occupancy_res, cfg.occupancy_frames)
+        self.cfg = cfg
         self.deformation = FastDeformation(cfg, bound)
         self.canonical = FastCanonical(cfg, bound)
-        # Which voxels may hold anything at each training frame's time (all, until carved);
-        # marching skips the rest. A query time uses the nearest frame's grid.
-        res, frames = cfg.occupancy_res, cfg.occupancy_frames
-        self.register_buffer("occupancy", torch.ones(frames, res, res, res, dtype=torch.bool))
-        self.register_buffer("occupancy_times", torch.linspace(0.0, 1.0, frames))
 
     def regularisation(self) -> torch.Tensor:
         """The weighted plane regularisers of every grid (0 when both weights are 0)."""

@@ -78,11 +78,22 @@ def render_fast(field: FastDNeRF, origins: torch.Tensor, dirs: torch.Tensor, tim
     return Rendered(colour, weights, opacity, _depth(weights, edges), int(keep.sum()))
 
 
-def render_dnerf(field: DNeRF, origins: torch.Tensor, dirs: torch.Tensor, times: torch.Tensor,
-                 training: bool, scene_radius: float, generator: torch.Generator | None = None) -> Rendered:
-    """The paper's coarse-to-fine scheme: n_coarse stratified samples, then n_fine more drawn
-    from the coarse weights; one network answers both passes (as in the D-NeRF code)."""
-    near, far = sphere_bounds(origins, dirs, scene_radius)
+def hull_bounds(field: DeformableField, origins: torch.Tensor, dirs: torch.Tensor, times: torch.Tensor,
+                near: torch.Tensor, far: torch.Tensor, probes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each ray's [near, far] shrunk to the span of `probes` evenly spaced points that the
+    occupancy grid keeps (widened by half a probe spacing either side), and which rays keep
+    any point at all."""
+    edges = uniform_edges(near, far, probes, jitter=False)
+    points = origins[:, None] + dirs[:, None] * midpoints(edges)[..., None]
+    keep = occupied(field, points, times[:, None].expand(points.shape[:2])) & (edges[:, 1:] > edges[:, :-1])
+    first = keep.byte().argmax(-1, keepdim=True)
+    last = probes - keep.flip(-1).byte().argmax(-1, keepdim=True)
+    return edges.gather(1, first)[:, 0], edges.gather(1, last)[:, 0], keep.any(-1)
+
+
+def _coarse_to_fine(field: DNeRF, origins: torch.Tensor, dirs: torch.Tensor, times: torch.Tensor,
+                    near: torch.Tensor, far: torch.Tensor, training: bool,
+                    generator: torch.Generator | None) -> Rendered:
     coarse_edges = uniform_edges(near, far, field.cfg.n_coarse, jitter=training, generator=generator)
     coarse_rgb, coarse_weights, _ = composite(*_query(field, origins, dirs, times, coarse_edges), coarse_edges)
     fine_edges = importance_edges(coarse_edges, coarse_weights, field.cfg.n_fine, jitter=training,
@@ -92,10 +103,32 @@ def render_dnerf(field: DNeRF, origins: torch.Tensor, dirs: torch.Tensor, times:
     return Rendered(colour, weights, opacity, _depth(weights, fine_edges), n_evaluated, coarse_rgb=coarse_rgb)
 
 
+def render_dnerf(field: DNeRF, origins: torch.Tensor, dirs: torch.Tensor, times: torch.Tensor,
+                 training: bool, generator: torch.Generator | None = None) -> Rendered:
+    """The paper's coarse-to-fine scheme: n_coarse stratified samples, then n_fine more drawn
+    from the coarse weights; one network answers both passes (as in the D-NeRF code).
+
+    With an occupancy grid the same scheme runs between each ray's hull bounds, so its samples
+    land on the object rather than across the whole sphere; rays that miss the hull render as
+    background."""
+    near, far = sphere_bounds(origins, dirs, field.bound)
+    if not field.has_occupancy:
+        return _coarse_to_fine(field, origins, dirs, times, near, far, training, generator)
+    near, far, hit = hull_bounds(field, origins, dirs, times, near, far, field.cfg.hull_probes)
+    rows = hit.nonzero()[:, 0]
+    part = _coarse_to_fine(field, origins[rows], dirs[rows], times[rows], near[rows], far[rows], training, generator)
+    n = origins.shape[0]
+    colour = torch.ones(n, 3, device=origins.device).index_put((rows,), part.rgb)
+    coarse = torch.ones(n, 3, device=origins.device).index_put((rows,), part.coarse_rgb)
+    weights = torch.zeros(n, part.weights.shape[1], device=origins.device).index_put((rows,), part.weights)
+    opacity = torch.zeros(n, device=origins.device).index_put((rows,), part.opacity)
+    depth = torch.zeros(n, device=origins.device).index_put((rows,), part.depth)
+    return Rendered(colour, weights, opacity, depth, part.n_evaluated, coarse_rgb=coarse)
+
+
 def render_rays(field: DeformableField, origins: torch.Tensor, dirs: torch.Tensor, times: torch.Tensor,
-                training: bool, scene_radius: float, generator: torch.Generator | None = None) -> Rendered:
+                training: bool, generator: torch.Generator | None = None) -> Rendered:
     """`generator` draws the stratified jitter when training (None: torch's global one)."""
     if isinstance(field, FastDNeRF):
         return render_fast(field, origins, dirs, times, training, generator)
-    return render_dnerf(field, origins, dirs, times, training, scene_radius, generator)
-
+    return render_dnerf(field, origins, dirs, times, training, generator)

@@ -121,7 +121,7 @@ def view_grid(model: DeformableField, state: dict, scene_dir: Path, n_views: int
     split = load_split(scene_dir, "test", train_config["downscale"])
     k = min(n_views, len(split.names))
     pred = render_views(model, split.c2w[:k], split.times[:k], split.height, split.width, split.focal,
-                        train_config["scene_radius"], device).rgb
+                        device).rgb
     rows = [[to_uint8(split.images[i]), to_uint8(pred[i]), error_map(pred[i], split.images[i])] for i in range(k)]
     return _labelled_grid(rows, ["ground truth", "prediction", f"|error|, 0-{ERROR_SCALE}"])
 
@@ -136,8 +136,7 @@ def render_orbit(model: DeformableField, state: dict, frames: int, resolution: i
     focal = state["focal"] * size / width  # the same field of view at any size
     c2w = torch.from_numpy(orbit_cameras(frames, state["orbit"]["radius"], state["orbit"]["elevation_deg"])).float()
     times = torch.linspace(0.0, 1.0, frames)
-    return render_views(model, c2w, times, even(round(height * size / width)), size, focal,
-                        state["train_config"]["scene_radius"], device)
+    return render_views(model, c2w, times, even(round(height * size / width)), size, focal, device)
 
 
 def orbit_videos(model: DeformableField, state: dict, video: Path, frames: int, resolution: int,
