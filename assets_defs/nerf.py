@@ -19,10 +19,13 @@ from assets_defs.resources import CardResource, LabResource
 from lab_pipelines.nerf.benchmark import (
     BENCHMARK_COLUMNS,
     MethodRun,
+    TrainJob,
     downscale_for,
+    parallel_trainings,
     read_manifest,
     run_method,
     score_checkpoint,
+    train_all,
     write_manifest,
 )
 from lab_pipelines.nerf.panda import write_panda_walk
@@ -30,7 +33,6 @@ from lab_pipelines.nerf.renders import render_checkpoint
 from lab_pipelines.nerf.scenes import load_split, scene_fingerprint, write_scene_once
 from lab_pipelines.nerf.synthetic import write_bouncing_balls
 from lab_pipelines.nerf.train import METHODS, TrainConfig, default_iterations
-from lab_pipelines.nerf.train import train as train_field
 from lab_pipelines.tables import append_rows, image_markdown, latest_run, markdown_table
 
 MADE_SCENES = ("bouncing_balls", "panda_walk")  # what the two scene assets write
@@ -118,23 +120,26 @@ def _train_config(config: NerfTrainConfig, lab: LabResource, scene_dir: Path, me
 def dnerf_checkpoint(context: dg.AssetExecutionContext, config: NerfTrainConfig, gpu0: CardResource,
                      gpu1: CardResource, lab: LabResource) -> dg.MaterializeResult:
     canonical, deformation = gpu0.resolve(), gpu1.resolve()
+    jobs = [TrainJob(scene_dir, _train_config(config, lab, scene_dir, method))
+            for scene_dir in _scene_dirs(config, lab) for method in config.methods]
+    context.log.info(f"training {len(jobs)} fields, "
+                     f"{parallel_trainings(canonical, len(jobs), jobs[0].cfg.cpu_threads) if jobs else 0} at once "
+                     f"(canonical on {canonical}, deformation on {deformation}): "
+                     + ", ".join(f"{job.cfg.method} on {job.scene_dir.name} for {job.cfg.iterations} steps"
+                                 for job in jobs))
+    results = train_all(jobs, lab.root() / "nerf" / "checkpoints", canonical, deformation, log=context.log.info)
     entries, rows = [], []
-    for scene_dir in _scene_dirs(config, lab):
-        for method in config.methods:
-            cfg = _train_config(config, lab, scene_dir, method)
-            context.log.info(f"training {method} on {scene_dir} for {cfg.iterations} steps "
-                             f"(canonical on {canonical}, deformation on {deformation})")
-            result = train_field(scene_dir, lab.root() / "nerf" / "checkpoints", cfg, canonical, deformation,
-                                 log=context.log.info)
-            if result.start_step:
-                context.log.info(f"resumed an interrupted run at step {result.start_step}")
-            entries.append({"scene": scene_dir.name, "method": method, "checkpoint": str(result.checkpoint),
-                            "scene_dir": str(scene_dir)})
-            rows.append({"scene": scene_dir.name, "method": method,
-                         "resolution": f"{result.resolution[1]}x{result.resolution[0]}", "steps": result.steps,
-                         "train_seconds": round(result.train_seconds, 1),
-                         "rays_per_second": round(result.rays_per_second, 1),
-                         "last_batch_psnr": round(result.history[-1]["psnr"], 2) if result.history else None})
+    for job, result in zip(jobs, results):
+        scene, method = job.scene_dir.name, job.cfg.method
+        if result.start_step:
+            context.log.info(f"{scene} {method}: resumed an interrupted run at step {result.start_step}")
+        entries.append({"scene": scene, "method": method, "checkpoint": str(result.checkpoint),
+                        "scene_dir": str(job.scene_dir)})
+        rows.append({"scene": scene, "method": method,
+                     "resolution": f"{result.resolution[1]}x{result.resolution[0]}", "steps": result.steps,
+                     "train_seconds": round(result.train_seconds, 1),
+                     "rays_per_second": round(result.rays_per_second, 1),
+                     "last_batch_psnr": round(result.history[-1]["psnr"], 2) if result.history else None})
     write_manifest(_manifest(lab), entries)
     return dg.MaterializeResult(metadata={
         "checkpoints": dg.MetadataValue.md(markdown_table(pl.DataFrame(rows), float_digits=2)),

@@ -43,15 +43,20 @@ def has_native_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, which a container's quota narrows),
+    not the host's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @lru_cache(maxsize=1)
 def describe() -> str:
     """One line, e.g. 'AMD EPYC, 2 cores, avx2 avx512f avx512_bf16, no GPU'."""
     model, _ = _cpuinfo()
     flags = " ".join(f for f in SPEED_FLAGS if f in cpu_flags()) or "no avx2"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if torch.cuda.is_available():
         names = sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())})
         gpu = f"{torch.cuda.device_count()}x {', '.join(names)}"
     else:
         gpu = "no GPU"
-    return f"{model}, {cores} cores, {flags}, {gpu}"
+    return f"{model}, {usable_cores()} cores, {flags}, {gpu}"

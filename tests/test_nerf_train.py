@@ -11,7 +11,8 @@ import torch
 
 from assets_defs import nerf as nerf_assets
 from assets_defs.resources import resources_for
-from lab_pipelines.nerf.benchmark import trivial_baselines
+from lab_pipelines.nerf import benchmark
+from lab_pipelines.nerf.benchmark import TrainJob, train_all, trivial_baselines
 from lab_pipelines.nerf.evaluate import evaluate
 from lab_pipelines.nerf.scenes import scene_fingerprint
 from lab_pipelines.nerf.synthetic import write_bouncing_balls
@@ -49,6 +50,20 @@ def test_a_step_budget_gives_the_same_psnr_twice_whatever_else_draws_random_numb
     # The seed is what decides: another seed trains another field.
     other = evaluate(train(tiny_scene, tmp_path / "c", replace(cfg, seed=1)).checkpoint, tmp_path / "rc").psnr
     assert other != first
+
+
+def test_trainings_side_by_side_end_with_the_fields_they_reach_one_at_a_time(tiny_scene, tmp_path, monkeypatch):
+    jobs = [TrainJob(tiny_scene, TrainConfig(method=method, iterations=20, batch_rays=128, log_every=10))
+            for method in ("fast", "dnerf")]
+    alone = train_all(jobs[:1], tmp_path / "alone", "cpu", "cpu") + train_all(jobs[1:], tmp_path / "alone", "cpu", "cpu")
+    monkeypatch.setattr(benchmark, "usable_cores", lambda: 2)  # two processes even on a 1-core runner
+    assert benchmark.parallel_trainings("cpu", 2, 1) == 2 and benchmark.parallel_trainings("cuda:0", 2, 1) == 1
+    lines = []
+    together = train_all(jobs, tmp_path / "together", "cpu", "cpu", log=lines.append)
+    assert [r.method for r in together] == ["fast", "dnerf"] and len(lines) == 2
+    for one, other in zip(alone, together):
+        a, b = (torch.load(r.checkpoint, weights_only=True)["model"] for r in (one, other))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_embedded_dnerf_learns_a_moving_scene_past_the_mean_image(tmp_path):

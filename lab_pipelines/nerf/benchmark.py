@@ -5,12 +5,16 @@ rendering."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import sys
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from lab_pipelines.machine import usable_cores
 from lab_pipelines.nerf.evaluate import EvalResult, evaluate
 from lab_pipelines.nerf.metrics import mean_view_psnr, ssim
 from lab_pipelines.nerf.scenes import load_split, native_resolution
@@ -91,6 +95,49 @@ def side_by_side(scene_dir: str | Path, out_dir: str | Path, methods: list[str],
                    canonical_device, deformation_device or canonical_device, on_log)
         for m in methods
     ]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    scene_dir: Path
+    cfg: TrainConfig
+
+
+def parallel_trainings(device: str, jobs: int, threads: int) -> int:
+    """How many trainings run at once: on the CPU as many as its cores hold at `threads` each,
+    on a card one. A CPU training is bit-repeatable under load (one thread, its own
+    generators), so running trainings side by side changes their seconds, not their fields."""
+    if device != "cpu":
+        return 1
+    return max(1, min(jobs, usable_cores() // max(threads, 1)))
+
+
+def _train_in_child(job: TrainJob, out_dir: Path, canonical_device: str, deformation_device: str) -> TrainResult:
+    prefix = f"[{job.scene_dir.name} {job.cfg.method}]"
+    return train(job.scene_dir, out_dir, job.cfg, canonical_device, deformation_device,
+                 log=lambda line: print(prefix, line, file=sys.stderr, flush=True))
+
+
+def train_all(jobs: list[TrainJob], out_dir: Path, canonical_device: str, deformation_device: str,
+              log: LogFn | None = None) -> list[TrainResult]:
+    """Every job trained (or resumed), in `jobs` order. On the CPU the jobs share the cores,
+    one single-threaded training per core in its own process, whose progress lines go to
+    stderr with the scene and method in front; `log` gets one line per finished job."""
+    threads = max((job.cfg.cpu_threads for job in jobs), default=1)
+    workers = parallel_trainings(canonical_device, len(jobs), threads)
+    if workers == 1:
+        return [train(job.scene_dir, out_dir, job.cfg, canonical_device, deformation_device, log=log) for job in jobs]
+    # spawn, not fork: a forked child would inherit torch's thread pools and locks mid-use.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_in_child, job, out_dir, canonical_device, deformation_device) for job in jobs]
+        results = []
+        for job, future in zip(jobs, futures):
+            result = future.result()
+            if log:
+                log(f"{job.scene_dir.name} {job.cfg.method}: {result.steps} steps in {result.train_seconds:.0f} s "
+                    f"({workers} trainings at once)")
+            results.append(result)
+    return results
 
 
 def write_manifest(path: Path, entries: list[dict]) -> None:

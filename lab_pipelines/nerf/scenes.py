@@ -254,7 +254,7 @@ def write_split(folder: str | Path, split: str, camera_angle_x: float, rgba: np.
     atomic_write_bytes(folder / f"transforms_{split}.json", json.dumps(payload, indent=1).encode())
 
 
-def write_scene_once(folder: str | Path, writer: Callable[..., Path], **params: int | float) -> bool:
+def write_scene_once(folder: str | Path, writer: Callable[..., Path], **params: float) -> bool:
     """Write a made scene with `writer(folder, **params)` unless the folder already holds
     exactly what it would write; True when it wrote.
 
