@@ -23,9 +23,9 @@ from lab_pipelines.nerf.benchmark import (
     downscale_for,
     parallel_trainings,
     read_manifest,
-    run_method,
     score_checkpoint,
     train_all,
+    train_and_score,
     write_manifest,
 )
 from lab_pipelines.nerf.panda import write_panda_walk
@@ -228,13 +228,13 @@ class HiresConfig(NerfTrainConfig):
 
 @dg.asset(deps=[bouncing_balls_scene, panda_walk_scene], pool="gpu0", tags={"tier": "full"},
           description="The fast field trained and scored at 128x128 on both scenes (full tier: "
-                      "several minutes per scene on CPU); rows to nerf_benchmark.")
+                      "several minutes per scene on CPU, the scenes side by side); rows to nerf_benchmark.")
 def nerf_benchmark_hires(context: dg.AssetExecutionContext, config: HiresConfig, gpu0: CardResource,
                          gpu1: CardResource, lab: LabResource) -> dg.MaterializeResult:
     canonical, deformation = gpu0.resolve(), gpu1.resolve()
-    runs = [run_method(scene_dir, lab.root() / "nerf", _train_config(config, lab, scene_dir, method), canonical,
-                       deformation, log=context.log.info)
+    jobs = [TrainJob(scene_dir, _train_config(config, lab, scene_dir, method))
             for scene_dir in _scene_dirs(config, lab) for method in config.methods]
+    runs = train_and_score(jobs, lab.root() / "nerf", canonical, deformation, log=context.log.info)
     return _benchmark(context, runs, canonical, lab, "hires")
 
 

@@ -76,10 +76,14 @@ def score_checkpoint(checkpoint: Path, out_dir: Path, scene_dir: Path | None = N
     return MethodRun(scene_dir, trained, evaluated)
 
 
+def _renders_dir(out_dir: Path, scene_dir: Path, method: str) -> Path:
+    return out_dir / "renders" / f"{scene_dir.name}-{method}"
+
+
 def run_method(scene_dir: Path, out_dir: Path, cfg: TrainConfig, canonical_device: str, deformation_device: str,
                on_log: Callable[[dict], None] | None = None, log: LogFn | None = None) -> MethodRun:
     trained = train(scene_dir, out_dir / "checkpoints", cfg, canonical_device, deformation_device, on_log, log)
-    return score_checkpoint(trained.checkpoint, out_dir / "renders" / f"{scene_dir.name}-{cfg.method}", scene_dir,
+    return score_checkpoint(trained.checkpoint, _renders_dir(out_dir, scene_dir, cfg.method), scene_dir,
                             canonical_device, deformation_device)
 
 
@@ -138,6 +142,15 @@ def train_all(jobs: list[TrainJob], out_dir: Path, canonical_device: str, deform
                     f"({workers} trainings at once)")
             results.append(result)
     return results
+
+
+def train_and_score(jobs: list[TrainJob], out_dir: Path, canonical_device: str, deformation_device: str,
+                    log: LogFn | None = None) -> list[MethodRun]:
+    """`train_all` the jobs into `out_dir`/checkpoints, then score each on its test split."""
+    trained = train_all(jobs, out_dir / "checkpoints", canonical_device, deformation_device, log)
+    return [score_checkpoint(result.checkpoint, _renders_dir(out_dir, job.scene_dir, job.cfg.method), job.scene_dir,
+                             canonical_device, deformation_device)
+            for job, result in zip(jobs, trained)]
 
 
 def write_manifest(path: Path, entries: list[dict]) -> None:
