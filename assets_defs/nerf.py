@@ -21,11 +21,11 @@ from lab_pipelines.nerf.benchmark import (
     MethodRun,
     TrainJob,
     downscale_for,
-    parallel_trainings,
     read_manifest,
     score_checkpoint,
     train_all,
     train_and_score,
+    trainings_at_once,
     write_manifest,
 )
 from lab_pipelines.nerf.panda import write_panda_walk
@@ -123,7 +123,7 @@ def dnerf_checkpoint(context: dg.AssetExecutionContext, config: NerfTrainConfig,
     jobs = [TrainJob(scene_dir, _train_config(config, lab, scene_dir, method))
             for scene_dir in _scene_dirs(config, lab) for method in config.methods]
     context.log.info(f"training {len(jobs)} fields, "
-                     f"{parallel_trainings(canonical, len(jobs), jobs[0].cfg.cpu_threads) if jobs else 0} at once "
+                     f"{trainings_at_once(jobs, canonical)} at once "
                      f"(canonical on {canonical}, deformation on {deformation}): "
                      + ", ".join(f"{job.cfg.method} on {job.scene_dir.name} for {job.cfg.iterations} steps"
                                  for job in jobs))

@@ -116,6 +116,11 @@ def parallel_trainings(device: str, jobs: int, threads: int) -> int:
     return max(1, min(jobs, usable_cores() // max(threads, 1)))
 
 
+def trainings_at_once(jobs: list[TrainJob], device: str) -> int:
+    """`parallel_trainings` for these jobs, at the most intra-op threads any of them takes."""
+    return parallel_trainings(device, len(jobs), max((job.cfg.cpu_threads for job in jobs), default=1))
+
+
 def _train_in_child(job: TrainJob, out_dir: Path, canonical_device: str, deformation_device: str) -> TrainResult:
     prefix = f"[{job.scene_dir.name} {job.cfg.method}]"
     return train(job.scene_dir, out_dir, job.cfg, canonical_device, deformation_device,
@@ -127,8 +132,7 @@ def train_all(jobs: list[TrainJob], out_dir: Path, canonical_device: str, deform
     """Every job trained (or resumed), in `jobs` order. On the CPU the jobs share the cores,
     one single-threaded training per core in its own process, whose progress lines go to
     stderr with the scene and method in front; `log` gets one line per finished job."""
-    threads = max((job.cfg.cpu_threads for job in jobs), default=1)
-    workers = parallel_trainings(canonical_device, len(jobs), threads)
+    workers = trainings_at_once(jobs, canonical_device)
     if workers == 1:
         return [train(job.scene_dir, out_dir, job.cfg, canonical_device, deformation_device, log=log) for job in jobs]
     # spawn, not fork: a forked child would inherit torch's thread pools and locks mid-use.

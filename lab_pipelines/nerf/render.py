@@ -117,13 +117,13 @@ def render_dnerf(field: DNeRF, origins: torch.Tensor, dirs: torch.Tensor, times:
     near, far, hit = hull_bounds(field, origins, dirs, times, near, far, field.cfg.hull_probes)
     rows = hit.nonzero()[:, 0]
     part = _coarse_to_fine(field, origins[rows], dirs[rows], times[rows], near[rows], far[rows], training, generator)
-    n = origins.shape[0]
-    colour = torch.ones(n, 3, device=origins.device).index_put((rows,), part.rgb)
-    coarse = torch.ones(n, 3, device=origins.device).index_put((rows,), part.coarse_rgb)
-    weights = torch.zeros(n, part.weights.shape[1], device=origins.device).index_put((rows,), part.weights)
-    opacity = torch.zeros(n, device=origins.device).index_put((rows,), part.opacity)
-    depth = torch.zeros(n, device=origins.device).index_put((rows,), part.depth)
-    return Rendered(colour, weights, opacity, depth, part.n_evaluated, coarse_rgb=coarse)
+
+    def every_ray(values: torch.Tensor, missed: float) -> torch.Tensor:
+        """`values` of the hit rows, `missed` (background or nothing) in the other rows."""
+        return values.new_full((origins.shape[0], *values.shape[1:]), missed).index_put((rows,), values)
+
+    return Rendered(every_ray(part.rgb, 1.0), every_ray(part.weights, 0.0), every_ray(part.opacity, 0.0),
+                    every_ray(part.depth, 0.0), part.n_evaluated, coarse_rgb=every_ray(part.coarse_rgb, 1.0))
 
 
 def render_rays(field: DeformableField, origins: torch.Tensor, dirs: torch.Tensor, times: torch.Tensor,
