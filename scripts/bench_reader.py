@@ -24,10 +24,7 @@ import torch
 from lab_pipelines import machine, models, paths
 from lab_pipelines.rag import ask, benchmark
 from lab_pipelines.rag.generate import PROMPT_FORMATS, Generator
-from lab_pipelines.rag.index import embed_texts
 from lab_pipelines.rag.qa import load_qa
-from lab_pipelines.rag.rerank import Reranker
-from lab_pipelines.rag.search import PaperSearch
 
 
 def main() -> None:
@@ -49,9 +46,9 @@ def main() -> None:
     parser.add_argument("--one-reading", action="store_true",
                         help="read the passages in rank order only, not also reversed")
     parser.add_argument("--no-grounding", action="store_true")
-    parser.add_argument("--reranker", default=str(paths.data_dir() / "models" / "reranker"),
-                        help="CrossEncoder folder (default: the one reranker_model trained); "
-                             "'none' keeps the hybrid order")
+    parser.add_argument("--reranker", default="",
+                        help="CrossEncoder folder (default: the one reranker_model trained, if "
+                             "its quality gate lets it in); 'none' keeps the hybrid order")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: as is)")
     parser.add_argument("--out", help="Parquet file for every answer")
     parser.add_argument("--ask", action="store_true",
@@ -65,11 +62,12 @@ def main() -> None:
     if args.ask:
         time_ask([item.question for item in items], args.generator)
         return
-    model, tokenizer = models.load_causal_lm(args.generator, "cpu", paths.data_dir() / "models",
-                                             args.dtype)
-    generator = Generator(model, tokenizer, args.prompt_format, max_new_tokens=32)
-    embedder = models.load_embedder()
-    search = PaperSearch(paths.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
+    library = ask.open_library(paths.data_dir(), generator=args.generator,
+                               reranker="" if args.reranker == "none" else args.reranker,
+                               dtype=args.dtype)
+    generator = Generator(library.generator.model, library.generator.tokenizer,
+                          args.prompt_format, max_new_tokens=32)
+    reranker = None if args.reranker == "none" else library.reranker
     config = benchmark.BenchmarkConfig(top_n=args.top_n, compress_to=args.compress_to,
                                        read_reversed=not args.one_reading,
                                        grounded=not args.no_grounding,
@@ -77,10 +75,8 @@ def main() -> None:
                                        min_confidence=args.min_confidence,
                                        methods=tuple(args.methods))
     started = time.perf_counter()
-    reranker = (None if args.reranker == "none" else
-                Reranker(models.load_cross_encoder(args.reranker, "cpu"), bf16=True))
-    answers = benchmark.run_questions(items, generator, search, reranker, config,
-                                      embed=lambda texts: embed_texts(embedder, texts))
+    answers = benchmark.run_questions(items, generator, library.search, reranker, config,
+                                      embed=library.embed)
     print(f"{len(items)} questions in {time.perf_counter() - started:.0f} s; {vars(args)}")
     with pl.Config(tbl_cols=-1, tbl_width_chars=250, fmt_float="mixed"):
         print(benchmark.summarize(answers).drop("retrieval_p95_ms", "recall_at_5_before_rerank"))

@@ -27,10 +27,7 @@ import polars as pl
 from lab_pipelines import machine, models, paths
 from lab_pipelines.rag import ask, benchmark
 from lab_pipelines.rag.answer import AnswerChecks
-from lab_pipelines.rag.generate import Generator
-from lab_pipelines.rag.index import embed_texts
 from lab_pipelines.rag.qa import eval_split, load_qa
-from lab_pipelines.rag.search import PaperSearch
 
 ALIGNMENTS = (0.0, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 CONFIDENCES = (None, -0.6, -0.5, -0.4, -0.3, -0.25, -0.2)
@@ -38,18 +35,13 @@ CONFIDENCES = (None, -0.6, -0.5, -0.4, -0.3, -0.25, -0.2)
 
 def record(items, methods: tuple[str, ...], generator_spec: str, dtype: str) -> pl.DataFrame:
     """Every answer with the checks off, for `recheck` to apply any thresholds to."""
-    model, tokenizer = models.load_causal_lm(generator_spec, "cpu", paths.data_dir() / "models",
-                                             dtype)
-    print(f"reader: {generator_spec} ({dtype})")
-    generator = Generator(model, tokenizer, "completion", max_new_tokens=32)
-    embedder = models.load_embedder()
-    search = PaperSearch(paths.lancedb_uri(), lambda q: embed_texts(embedder, [q])[0])
-    # The benchmark's quality gate, so the sweep sees the ranking the benchmark reads.
-    reranker, reason = ask.gated_reranker(paths.data_dir() / "models")
-    print(f"re-ranker: {reason}")
+    # `lab ask`'s loading: the re-ranker behind its quality gate, as the benchmark reads it.
+    library = ask.open_library(paths.data_dir(), generator=generator_spec, dtype=dtype)
+    print(f"reader: {generator_spec} ({dtype}); re-ranker: "
+          f"{'gated in' if library.reranker else '; '.join(library.notes)}")
     config = replace(benchmark.BenchmarkConfig(), grounded=False, methods=methods)
-    return benchmark.run_questions(items, generator, search, reranker, config,
-                                   embed=lambda texts: embed_texts(embedder, texts))
+    return benchmark.run_questions(items, library.generator, library.search, library.reranker,
+                                   config, embed=library.embed)
 
 
 def main() -> None:

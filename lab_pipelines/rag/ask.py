@@ -169,16 +169,17 @@ def library_critic(models_dir: Path, device: str = "cpu", kind: str = "rules"
 
 
 def open_library(data_root: Path, generator: str | None = None, device: str = "cpu",
-                 reranker: str = "", critic: str = "rules") -> Library:
+                 reranker: str = "", critic: str = "rules", dtype: str = "auto") -> Library:
     """Load the index and models under `data_root`; `LabInputError` (one line) for a missing
-    index or a model that is not on this machine."""
+    index or a model that is not on this machine. `dtype`: the reader's weights (auto: bf16
+    where the CPU has it natively)."""
     started = time.perf_counter()
     data_root = Path(data_root)
     require_index(data_root)
     spec = generator or models.reader_default()
     models_dir = data_root / "models"
     try:
-        model, tokenizer = models.load_causal_lm(spec, device, models_dir)
+        model, tokenizer = models.load_causal_lm(spec, device, models_dir, dtype)
         embedder = models.load_embedder(index_embedder(data_root), device)
         ranker, ranker_note = gated_reranker(models_dir, reranker, device)
         critic, critic_note = library_critic(models_dir, device, critic)
