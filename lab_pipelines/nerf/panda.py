@@ -46,8 +46,13 @@ def _render_in_this_process(size: int, camera_angle_x: float, c2w: np.ndarray, t
     from panda3d.core import AmbientLight, DirectionalLight, LMatrix4f, loadPrcFileData
 
     hi = size * supersample
+    # No model cache: the panda loaded from panda3d's .egg and the same panda loaded back from
+    # the .bam that the first load caches under ~/.cache/panda3d differ, enough to move one
+    # edge pixel in 2 of 130 frames; so a fresh machine's first render and every later one
+    # disagreed (docs/nerf.md). Always reading the .egg makes every write the same bytes.
     loadPrcFileData("", f"window-type offscreen\nload-display p3tinydisplay\nwin-size {hi} {hi}\n"
-                        "framebuffer-alpha 1\naudio-library-name null\nsync-video 0\n")
+                        "framebuffer-alpha 1\naudio-library-name null\nsync-video 0\n"
+                        "model-cache-models #f\n")
     from direct.actor.Actor import Actor
     from direct.showbase.ShowBase import ShowBase
 

@@ -151,8 +151,8 @@ def native_resolution(folder: str | Path) -> int:
 
 def scene_fingerprint(folder: str | Path) -> str:
     """SHA-256 (first 16 hex digits) over a scene folder's transforms and images, by relative
-    path: two benchmark rows compare as equals only when they trained on the same bytes (the
-    panda3d-rendered scene is not bit-reproducible between writes)."""
+    path: two benchmark rows compare as equals only when they trained on the same bytes (a
+    scene written by an older writer, or edited by hand, differs)."""
     folder = Path(folder)
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
@@ -259,10 +259,9 @@ def write_scene_once(folder: str | Path, writer: Callable[..., Path], **params: 
     exactly what it would write; True when it wrote.
 
     A stamp records the writer, the hash of its module's source, the parameters and the
-    folder's fingerprint, written last. Re-running a demo therefore trains on the same bytes
-    (the panda3d render is not bit-reproducible: two writes have differed in two pixels, enough
-    to move a 2,000-step PSNR by 0.07 dB), and a folder that was edited, half written or made
-    by other code is written again.
+    folder's fingerprint, written last. Re-running a demo therefore skips the render and trains
+    on the same bytes, and a folder that was edited, half written or made by other code (two
+    pixels of the panda once moved a 2,000-step PSNR by 0.07 dB) is written again.
     """
     folder = Path(folder)
     source = Path(inspect.getsourcefile(writer) or "")
