@@ -45,7 +45,8 @@ class LabResource(dg.ConfigurableResource):
 
 class ModelRegistry(dg.ConfigurableResource):
     """Model specs (see `lab_pipelines.models`): `packaged:<name>`, a local folder, or a hub id
-    already in the local cache. An empty re-ranker means the one trained on the corpus."""
+    already in the local cache. An empty re-ranker means the one trained on the corpus (behind
+    its quality gate), "none" the hybrid order."""
 
     embedder: str = models.EMBEDDER_DEFAULT
     generator: str = models.GENERATOR_DEFAULT

@@ -63,11 +63,9 @@ def main() -> None:
         time_ask([item.question for item in items], args.generator)
         return
     library = ask.open_library(paths.data_dir(), generator=args.generator,
-                               reranker="" if args.reranker == "none" else args.reranker,
-                               dtype=args.dtype)
+                               reranker=args.reranker, dtype=args.dtype)
     generator = Generator(library.generator.model, library.generator.tokenizer,
                           args.prompt_format, max_new_tokens=32)
-    reranker = None if args.reranker == "none" else library.reranker
     config = benchmark.BenchmarkConfig(top_n=args.top_n, compress_to=args.compress_to,
                                        read_reversed=not args.one_reading,
                                        grounded=not args.no_grounding,
@@ -75,7 +73,7 @@ def main() -> None:
                                        min_confidence=args.min_confidence,
                                        methods=tuple(args.methods))
     started = time.perf_counter()
-    answers = benchmark.run_questions(items, generator, library.search, reranker, config,
+    answers = benchmark.run_questions(items, generator, library.search, library.reranker, config,
                                       embed=library.embed)
     print(f"{len(items)} questions in {time.perf_counter() - started:.0f} s; {vars(args)}")
     with pl.Config(tbl_cols=-1, tbl_width_chars=250, fmt_float="mixed"):

@@ -127,7 +127,10 @@ def gated_reranker(models_dir: Path, configured: str = "", device: str = "cpu"
     A configured cross-encoder is used as given. The corpus-trained one is used only if, on
     held-out pseudo-queries, it picks the positive more often than both its untrained
     initialisation and the bi-encoder retriever: a re-ranker that does not beat the ranking it
-    re-orders would only cost recall and latency. None means the hybrid order stands."""
+    re-orders would only cost recall and latency. None means the hybrid order stands, as
+    `configured` "none" asks without loading anything."""
+    if configured == "none":
+        return None, "no re-ranker (configured 'none'): hybrid order kept"
     if configured:
         return (Reranker(models.load_cross_encoder(configured, device), bf16=True),
                 f"cross-encoder {configured}")
