@@ -39,6 +39,88 @@ def panda_to_gl(mat: np.ndarray) -> np.ndarray:
     return c2w
 
 
+class _CanonicalSkin:
+    """The actor's skinned meshes, skinned here instead of by Panda3D.
+
+    Panda3D blends each vertex's joint matrices in the order of the joints' memory addresses,
+    and that order varies from one process to the next: with the load (1 in 10 runs on a busy
+    machine) and with whether the model came from its .egg or from panda3d's .bam cache. The
+    sums then differ in the last bit, and a vertex a bit away moves an edge pixel (docs/nerf.md).
+    Here every blend sums its joints in name order, in float64, into static copies of the
+    meshes that are rendered in the actor's place, so every process draws the same triangles."""
+
+    def __init__(self, actor) -> None:
+        from panda3d.core import Geom, GeomNode, GeomVertexData, GeomVertexFormat, GeomVertexReader
+
+        self.meshes = []
+        self.to_actor = []  # per mesh, its node's matrix in the actor's frame
+        joints: dict[str, object] = {}
+        sources = []
+        for path in actor.findAllMatches("**/+GeomNode"):
+            node = path.node()
+            static_node = GeomNode(f"{node.getName()}-canonical-skin")
+            for i in range(node.getNumGeoms()):
+                geom, data = node.getGeom(i), node.getGeom(i).getVertexData()
+                table = data.getTransformBlendTable()
+                blends = []
+                for b in range(table.getNumBlends()):
+                    blend = table.getBlend(b)
+                    entries = {}
+                    for j in range(blend.getNumTransforms()):
+                        name = blend.getTransform(j).getJoint().getName()
+                        joints[name] = blend.getTransform(j)
+                        entries[name] = blend.getWeight(j)
+                    blends.append(entries)
+                columns = {name: [] for name in ("vertex", "normal", "texcoord", "transform_blend")}
+                for name, values in columns.items():
+                    reader = GeomVertexReader(data, name)
+                    while not reader.isAtEnd():
+                        values.append(reader.getData1i() if name == "transform_blend" else tuple(reader.getData4()))
+                static = GeomVertexData(f"{data.getName()}-canonical", GeomVertexFormat.getV3n3t2(), Geom.UHStatic)
+                static.setNumRows(data.getNumRows())
+                copy = Geom(static)
+                for p in range(geom.getNumPrimitives()):
+                    copy.addPrimitive(geom.getPrimitive(p))
+                static_node.addGeom(copy, node.getGeomState(i))
+                sources.append((static, blends, columns))
+            actor.attachNewNode(static_node).setMat(path.getMat(actor))
+            path.hide()
+            self.to_actor.append(np.array([[path.getMat(actor).getCell(r, c) for c in range(4)] for r in range(4)]))
+        self.joint_names = sorted(joints)
+        self.joints = [joints[name] for name in self.joint_names]
+        for static, blends, columns in sources:
+            weights = np.zeros((len(blends), len(self.joints)))
+            for b, entries in enumerate(blends):
+                for name, weight in entries.items():
+                    weights[b, self.joint_names.index(name)] = weight
+            self.meshes.append((static, weights, np.array(columns["vertex"], np.float64),
+                                np.array(columns["normal"], np.float64)[:, :3],
+                                np.array(columns["texcoord"], np.float32)[:, :2],
+                                np.array(columns["transform_blend"], np.int64)))
+
+    def update(self) -> np.ndarray:
+        """Skin every mesh to the actor's current pose (call after posing it); returns every
+        vertex (V, 3) in the actor's own frame."""
+        from panda3d.core import LMatrix4f
+
+        mats = []
+        for joint in self.joints:
+            mat = LMatrix4f()
+            joint.getMatrix(mat)
+            mats.append([[mat.getCell(r, c) for c in range(4)] for r in range(4)])
+        mats = np.array(mats, np.float64)
+        placed = []
+        for (static, weights, vertex, normal, texcoord, blend_index), to_actor in zip(self.meshes, self.to_actor):
+            per_vertex = np.einsum("bt,tij->bij", weights, mats)[blend_index]  # Panda: row vector times matrix
+            points = np.einsum("vi,vij->vj", vertex, per_vertex)
+            normals = np.einsum("vi,vij->vj", normal, per_vertex[:, :3, :3])
+            rows = np.concatenate([points[:, :3] / points[:, 3:], normals], 1).astype(np.float32)
+            rows = np.concatenate([rows, texcoord], 1)
+            static.modifyArray(0).modifyHandle().copyDataFrom(rows.tobytes())
+            placed.append(rows[:, :3].astype(np.float64) @ to_actor[:3, :3] + to_actor[3, :3])
+        return np.concatenate(placed)
+
+
 def _render_in_this_process(size: int, camera_angle_x: float, c2w: np.ndarray, times: np.ndarray,
                             supersample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RGBA uint8 (N, size, size, 4), the camera matrices Panda actually used (as OpenGL
@@ -46,13 +128,8 @@ def _render_in_this_process(size: int, camera_angle_x: float, c2w: np.ndarray, t
     from panda3d.core import AmbientLight, DirectionalLight, LMatrix4f, loadPrcFileData
 
     hi = size * supersample
-    # No model cache: the panda loaded from panda3d's .egg and the same panda loaded back from
-    # the .bam that the first load caches under ~/.cache/panda3d differ, enough to move one
-    # edge pixel in 2 of 130 frames; so a fresh machine's first render and every later one
-    # disagreed (docs/nerf.md). Always reading the .egg makes every write the same bytes.
     loadPrcFileData("", f"window-type offscreen\nload-display p3tinydisplay\nwin-size {hi} {hi}\n"
-                        "framebuffer-alpha 1\naudio-library-name null\nsync-video 0\n"
-                        "model-cache-models #f\n")
+                        "framebuffer-alpha 1\naudio-library-name null\nsync-video 0\n")
     from direct.actor.Actor import Actor
     from direct.showbase.ShowBase import ShowBase
 
@@ -63,14 +140,16 @@ def _render_in_this_process(size: int, camera_angle_x: float, c2w: np.ndarray, t
     base.camLens.setNearFar(0.05, 100.0)
     actor = Actor("models/panda-model", {"walk": "models/panda-walk4"})
     actor.reparentTo(base.render)
+    skin = _CanonicalSkin(actor)
     n_frames = actor.getNumFrames("walk")
     # Fit the whole cycle, not one pose, inside the scene sphere.
-    lows, highs = [], []
+    points = []
     for frame in np.linspace(0, n_frames - 1, 8):
         actor.pose("walk", float(frame))
-        lo, hi_pt = actor.getTightBounds()
-        lows.append(np.array(lo)), highs.append(np.array(hi_pt))
-    lo, hi_pt = np.min(lows, 0), np.max(highs, 0)
+        actor.update(force=True)
+        points.append(skin.update())
+    points = np.concatenate(points)
+    lo, hi_pt = points.min(0), points.max(0)
     centre, half = 0.5 * (lo + hi_pt), 0.5 * (hi_pt - lo)
     scale = SCENE_RADIUS / np.linalg.norm(half)
     actor.setScale(scale)
@@ -88,6 +167,7 @@ def _render_in_this_process(size: int, camera_angle_x: float, c2w: np.ndarray, t
     for pose, t in zip(c2w, times):
         actor.pose("walk", float(t) * (n_frames - 1))
         actor.update(force=True)
+        skin.update()
         base.camera.setMat(LMatrix4f(*gl_to_panda(pose).ravel().tolist()))
         base.graphicsEngine.renderFrame()
         tex = base.win.getScreenshot()
