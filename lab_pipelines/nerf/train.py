@@ -135,9 +135,10 @@ def _ema_update(decay: float) -> Callable:
 def default_iterations(method: str, profile: str) -> int:
     """Steps per method when a run does not name them. Embedded: chosen on the validation views
     (fast 3,000 steps: +0.3 dB mean over 2,000; dnerf 3,000 between hull bounds: 28.3 / 30.2 dB
-    on the balls / panda, 27.7 at 16 + 16 samples, 25.9 at 1,500 steps; docs/nerf.md), about
-    15 minutes of a quiet 2-core demo for both scenes x both methods; gpu: not measured here, a
-    starting point (the paper trains dnerf 800k steps)."""
+    on the balls / panda, 27.7 at 16 + 16 samples, 25.9 at 1,500 steps, and 29.6 / 30.6 since
+    the hulls grow 6 px; docs/nerf.md): about 10 minutes of a quiet 2-core demo for both scenes
+    x both methods, scores and renders included; gpu: not measured here, a starting point (the
+    paper trains dnerf 800k steps)."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}: choose one of {METHODS}.")
     if profile == "gpu":
