@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,6 +40,20 @@ def panda_to_gl(mat: np.ndarray) -> np.ndarray:
     return c2w
 
 
+class _SkinnedMesh(NamedTuple):
+    static: object  # the GeomVertexData drawn in the actor's place, rewritten every pose
+    weights: np.ndarray  # (blends, joints): each blend's weight per joint, joints in name order
+    vertex: np.ndarray  # (V, 4) rest positions
+    normal: np.ndarray  # (V, 3) rest normals
+    texcoord: np.ndarray  # (V, 2)
+    blend_index: np.ndarray  # (V,) each vertex's row of `weights`
+    to_actor: np.ndarray  # (4, 4) the mesh node's matrix in the actor's frame (row vectors)
+
+
+def _matrix(mat) -> np.ndarray:
+    return np.array([[mat.getCell(r, c) for c in range(4)] for r in range(4)], np.float64)
+
+
 class _CanonicalSkin:
     """The actor's skinned meshes, skinned here instead of by Panda3D.
 
@@ -52,12 +67,10 @@ class _CanonicalSkin:
     def __init__(self, actor) -> None:
         from panda3d.core import Geom, GeomNode, GeomVertexData, GeomVertexFormat, GeomVertexReader
 
-        self.meshes = []
-        self.to_actor = []  # per mesh, its node's matrix in the actor's frame
         joints: dict[str, object] = {}
         sources = []
         for path in actor.findAllMatches("**/+GeomNode"):
-            node = path.node()
+            node, to_actor = path.node(), path.getMat(actor)
             static_node = GeomNode(f"{node.getName()}-canonical-skin")
             for i in range(node.getNumGeoms()):
                 geom, data = node.getGeom(i), node.getGeom(i).getVertexData()
@@ -67,9 +80,9 @@ class _CanonicalSkin:
                     blend = table.getBlend(b)
                     entries = {}
                     for j in range(blend.getNumTransforms()):
-                        name = blend.getTransform(j).getJoint().getName()
-                        joints[name] = blend.getTransform(j)
-                        entries[name] = blend.getWeight(j)
+                        transform = blend.getTransform(j)
+                        joints[transform.getJoint().getName()] = transform
+                        entries[transform.getJoint().getName()] = blend.getWeight(j)
                     blends.append(entries)
                 columns = {name: [] for name in ("vertex", "normal", "texcoord", "transform_blend")}
                 for name, values in columns.items():
@@ -82,21 +95,22 @@ class _CanonicalSkin:
                 for p in range(geom.getNumPrimitives()):
                     copy.addPrimitive(geom.getPrimitive(p))
                 static_node.addGeom(copy, node.getGeomState(i))
-                sources.append((static, blends, columns))
-            actor.attachNewNode(static_node).setMat(path.getMat(actor))
+                sources.append((static, blends, columns, _matrix(to_actor)))
+            actor.attachNewNode(static_node).setMat(to_actor)
             path.hide()
-            self.to_actor.append(np.array([[path.getMat(actor).getCell(r, c) for c in range(4)] for r in range(4)]))
-        self.joint_names = sorted(joints)
-        self.joints = [joints[name] for name in self.joint_names]
-        for static, blends, columns in sources:
-            weights = np.zeros((len(blends), len(self.joints)))
+        names = sorted(joints)
+        column = {name: k for k, name in enumerate(names)}
+        self.joints = [joints[name] for name in names]
+        self.meshes = []
+        for static, blends, columns, to_actor in sources:
+            weights = np.zeros((len(blends), len(names)))
             for b, entries in enumerate(blends):
                 for name, weight in entries.items():
-                    weights[b, self.joint_names.index(name)] = weight
-            self.meshes.append((static, weights, np.array(columns["vertex"], np.float64),
-                                np.array(columns["normal"], np.float64)[:, :3],
-                                np.array(columns["texcoord"], np.float32)[:, :2],
-                                np.array(columns["transform_blend"], np.int64)))
+                    weights[b, column[name]] = weight
+            self.meshes.append(_SkinnedMesh(static, weights, np.array(columns["vertex"], np.float64),
+                                            np.array(columns["normal"], np.float64)[:, :3],
+                                            np.array(columns["texcoord"], np.float32)[:, :2],
+                                            np.array(columns["transform_blend"], np.int64), to_actor))
 
     def update(self) -> np.ndarray:
         """Skin every mesh to the actor's current pose (call after posing it); returns every
@@ -107,17 +121,17 @@ class _CanonicalSkin:
         for joint in self.joints:
             mat = LMatrix4f()
             joint.getMatrix(mat)
-            mats.append([[mat.getCell(r, c) for c in range(4)] for r in range(4)])
-        mats = np.array(mats, np.float64)
+            mats.append(_matrix(mat))
+        mats = np.array(mats)
         placed = []
-        for (static, weights, vertex, normal, texcoord, blend_index), to_actor in zip(self.meshes, self.to_actor):
-            per_vertex = np.einsum("bt,tij->bij", weights, mats)[blend_index]  # Panda: row vector times matrix
-            points = np.einsum("vi,vij->vj", vertex, per_vertex)
-            normals = np.einsum("vi,vij->vj", normal, per_vertex[:, :3, :3])
+        for mesh in self.meshes:
+            per_vertex = np.einsum("bt,tij->bij", mesh.weights, mats)[mesh.blend_index]  # Panda: row vector x matrix
+            points = np.einsum("vi,vij->vj", mesh.vertex, per_vertex)
+            normals = np.einsum("vi,vij->vj", mesh.normal, per_vertex[:, :3, :3])
             rows = np.concatenate([points[:, :3] / points[:, 3:], normals], 1).astype(np.float32)
-            rows = np.concatenate([rows, texcoord], 1)
-            static.modifyArray(0).modifyHandle().copyDataFrom(rows.tobytes())
-            placed.append(rows[:, :3].astype(np.float64) @ to_actor[:3, :3] + to_actor[3, :3])
+            rows = np.concatenate([rows, mesh.texcoord], 1)
+            mesh.static.modifyArray(0).modifyHandle().copyDataFrom(rows.tobytes())
+            placed.append(rows[:, :3].astype(np.float64) @ mesh.to_actor[:3, :3] + mesh.to_actor[3, :3])
         return np.concatenate(placed)
 
 

@@ -109,7 +109,7 @@ def carve_dilation(width: int) -> int:
     return 6 if width <= 64 else 3
 
 
-def default_ema_decay(method: str, profile: str) -> float:
+def default_ema_decay(method: str) -> float:
     """`fast` keeps an average of its parameters over roughly the last 500 steps: on the
     panda's validation views it removed most of the spread between seeds (32.47 / 32.18 dB for
     seeds 0 / 1 without, 32.62 / 32.62 with) and left the balls where they were (33.81 -> 33.83).
@@ -354,7 +354,7 @@ def train(scene_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, canonica
             "step": step, "elapsed": elapsed, "history": history, "finished": finished,
         })
 
-    ema_decay = default_ema_decay(cfg.method, cfg.profile) if cfg.ema_decay < 0 else cfg.ema_decay
+    ema_decay = default_ema_decay(cfg.method) if cfg.ema_decay < 0 else cfg.ema_decay
     ema = AveragedModel(model, multi_avg_fn=_ema_update(ema_decay)) if ema_decay else None
     if ema is not None and resumed is not None:
         ema.load_state_dict(resumed["ema"])
